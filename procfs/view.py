@@ -1,0 +1,436 @@
+"""The shim's FUSE filesystem: per-container, cgroup-aware /proc files (lxcfs-like).
+
+Tree::
+
+    <mountpoint>/<key>/proc/meminfo
+
+One directory per container, so a file already knows whose view it is: no caller-pid lookup.
+The shim bind-mounts ``<mountpoint>/<key>/proc/meminfo`` over the container's /proc/meminfo.
+
+pyfuse3 runs inside the shim's own asyncio loop (anyio), so **nothing in the shim may touch the
+mount synchronously** -- that request would wait for the very loop it blocks. Every handler here
+is synchronous work on small files and never awaits, so requests are answered in one loop turn.
+
+pyfuse3 keeps one FUSE session per process (module globals): :meth:`View.run` may run at most
+once at a time in a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import itertools
+import logging
+import os
+import re
+import stat
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import pyfuse3
+import pyfuse3.asyncio
+
+from procfs.cgroups import CgroupRef, Hierarchies, discover_hierarchies, ref_from_proc
+from procfs.cgroups import resolve_spec_path as _resolve_spec_path
+from procfs.files import PRODUCERS
+
+# Must happen before any pyfuse3 coroutine runs: pyfuse3 is Trio-native otherwise.
+pyfuse3.asyncio.enable()
+
+log = logging.getLogger(__name__)
+
+_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}")
+#: Kernel cache lifetimes (s) for entries/attributes, as lxcfs: short so a removed container
+#: disappears quickly, long enough to spare a lookup per path component on every open.
+_TIMEOUT = 0.5
+_DIR_MODE = stat.S_IFDIR | 0o555
+_FILE_MODE = stat.S_IFREG | 0o444
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+# One pyfuse3 session per process: set while a View is mounted.
+_session_owner: View | None = None
+
+
+class ViewLost(RuntimeError):
+    """The FUSE session ended without being asked to (e.g. unmounted from outside)."""
+
+
+@dataclass
+class _Node:
+    inode: int
+    name: bytes
+    parent: int
+    key: str | None = None  # owning container; None for the root
+    file: str | None = None  # container path for files ("/proc/meminfo"), None for dirs
+    children: dict[bytes, int] = field(default_factory=dict)
+    size: int = 0  # last rendered length (files)
+    sized_at: float = float("-inf")  # time.monotonic() of that render
+
+    @property
+    def is_dir(self) -> bool:
+        return self.file is None
+
+
+@dataclass
+class _Container:
+    key: str
+    ref: CgroupRef | None
+    inodes: list[int]
+
+
+T = TypeVar("T")
+
+
+def _handler(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Turn any non-FUSEError into EIO (logged).
+
+    pyfuse3 lets other exceptions escape its worker task: the request is then never answered
+    (the reader hangs) and the worker dies -- one bad render must not take the loop down.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            log.exception("procfs view: %s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class View:
+    """Per-shim FUSE mount holding every container's virtual /proc files."""
+
+    def __init__(
+        self,
+        mountpoint: Path,
+        *,
+        fsname: str = "containerd-shim-lxcfs",
+        hierarchies: Hierarchies | None = None,
+    ) -> None:
+        self._mountpoint = Path(mountpoint).absolute()
+        self._fsname = fsname
+        self._hierarchies = hierarchies
+        self._inodes = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._nodes: dict[int, _Node] = {
+            pyfuse3.ROOT_INODE: _Node(pyfuse3.ROOT_INODE, b"", pyfuse3.ROOT_INODE)
+        }
+        self._containers: dict[str, _Container] = {}
+        self._handles = itertools.count(1)
+        self._open_files: dict[int, bytes] = {}
+        self._open_dirs: dict[int, list[tuple[bytes, int]]] = {}
+        self._started_ns = time.time_ns()
+        self._ready: anyio.Event | None = None
+        self._stopping = False
+
+    @property
+    def mountpoint(self) -> Path:
+        return self._mountpoint
+
+    @property
+    def hierarchies(self) -> Hierarchies:
+        if self._hierarchies is None:
+            self._hierarchies = discover_hierarchies()
+        return self._hierarchies
+
+    # --- container registry (sync; safe to call before or while mounted) ---------------------
+
+    def add(
+        self, key: str, cgroups_path: str | None, files: Iterable[str] = ("/proc/meminfo",)
+    ) -> dict[str, str]:
+        """Register a container; return {container target: host bind source}.
+
+        ``cgroups_path`` is the spec's ``linux.cgroupsPath`` (None: unknown until
+        :meth:`set_init_pid`; the files show the host's content meanwhile). The files answer
+        as soon as this returns, which ``runc create`` relies on.
+        """
+        if not _KEY_RE.fullmatch(key) or key in (".", ".."):
+            raise ValueError(f"container key is not a safe path component: {key!r}")
+        if key in self._containers:
+            raise ValueError(f"container {key!r} already registered")
+        files = list(dict.fromkeys(files))
+        unknown = [f for f in files if f not in PRODUCERS]
+        if unknown:
+            raise ValueError(f"no virtual file for {unknown}")
+        ref = (
+            _resolve_spec_path(cgroups_path, self.hierarchies) if cgroups_path else None
+        )
+        container = _Container(key, ref, [])
+        top = self._mknode(pyfuse3.ROOT_INODE, key.encode(), container)
+        mapping: dict[str, str] = {}
+        for target in files:
+            parent = top
+            *dirs, leaf = target.strip("/").split("/")
+            for d in dirs:
+                existing = self._nodes[parent].children.get(d.encode())
+                parent = existing or self._mknode(parent, d.encode(), container)
+            self._mknode(parent, leaf.encode(), container, file=target)
+            mapping[target] = str(self._mountpoint / key / target.lstrip("/"))
+        self._containers[key] = container
+        return mapping
+
+    def set_init_pid(self, key: str, pid: int) -> None:
+        """Take the container's cgroup from ``/proc/<pid>/cgroup`` (authoritative)."""
+        self._containers[key].ref = ref_from_proc(pid, self.hierarchies)
+
+    def remove(self, key: str) -> None:
+        """Forget a container. Open handles keep their content; new lookups get ENOENT."""
+        container = self._containers.pop(key, None)
+        if container is None:
+            return
+        root = self._nodes[pyfuse3.ROOT_INODE]
+        root.children.pop(key.encode(), None)
+        for inode in container.inodes:
+            self._nodes.pop(inode, None)
+
+    def _mknode(
+        self, parent: int, name: bytes, container: _Container, file: str | None = None
+    ) -> int:
+        inode = next(self._inodes)
+        self._nodes[inode] = _Node(inode, name, parent, container.key, file)
+        self._nodes[parent].children[name] = inode
+        container.inodes.append(inode)
+        return inode
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Mount, serve until cancelled, then unmount and remove the mountpoint.
+
+        ``task_status.started()`` fires once the kernel has finished the FUSE handshake, i.e.
+        requests are being answered. Raises :class:`ViewLost` if the session ends on its own.
+        Only one View may run at a time per process (pyfuse3 limitation).
+        """
+        global _session_owner
+        if _session_owner is not None:
+            raise RuntimeError("a pyfuse3 session is already running in this process")
+        _session_owner = self
+        self._stopping = False
+        self._ready = anyio.Event()
+        mounted = False
+        created = not self._mountpoint.exists()
+        try:
+            self._mountpoint.mkdir(mode=0o755, parents=True, exist_ok=True)
+            options = {
+                "allow_other",  # container processes are other uids / user namespaces
+                f"fsname={self._fsname}",
+                "subtype=shim-lxcfs",
+                "nosuid",
+                "nodev",
+                "noexec",
+            }
+            try:
+                pyfuse3.init(_Operations(self), str(self._mountpoint), options)
+            except RuntimeError as exc:
+                # fuse_session_new succeeded but mounting failed: free the session.
+                if "mount" in str(exc):
+                    pyfuse3.close(unmount=False)
+                raise
+            mounted = True
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._serve, tg.cancel_scope)
+                with anyio.fail_after(10):
+                    await self._ready.wait()
+                task_status.started()
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    self._terminate()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if mounted:
+                    pyfuse3.close(unmount=True)
+                if created:
+                    try:
+                        self._mountpoint.rmdir()
+                    except OSError as exc:
+                        log.warning("procfs view: cannot remove %s: %s", self._mountpoint, exc)
+                self._open_files.clear()
+                self._open_dirs.clear()
+                _session_owner = None
+
+    async def _serve(self, scope: anyio.CancelScope) -> None:
+        # Shielded: cancelling pyfuse3.main() only cancels its outer task, orphaning the worker
+        # tasks (its asyncio "nursery" does not cancel children). We stop it via terminate().
+        with anyio.CancelScope(shield=True):
+            await pyfuse3.main()
+        if not self._stopping:
+            scope.cancel()
+            raise ViewLost(f"FUSE session at {self._mountpoint} ended unexpectedly")
+
+    def _terminate(self) -> None:
+        self._stopping = True
+        # InvalidStateError: the reader's wait future already completed; that worker sees the
+        # exit flag after its current request.
+        with contextlib.suppress(asyncio.InvalidStateError):
+            pyfuse3.terminate()
+
+    def _kernel_ready(self) -> None:
+        if self._ready is not None:
+            self._ready.set()
+
+    # --- request helpers ----------------------------------------------------------------------
+
+    def _node(self, inode: int) -> _Node:
+        node = self._nodes.get(inode)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return node
+
+    def _attrs(self, node: _Node) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = node.inode
+        a.generation = 0
+        a.entry_timeout = _TIMEOUT
+        a.attr_timeout = _TIMEOUT
+        if node.is_dir:
+            a.st_mode = _DIR_MODE
+            a.st_nlink = 2 + sum(self._nodes[c].is_dir for c in node.children.values())
+            a.st_size = 0
+        else:
+            a.st_mode = _FILE_MODE
+            a.st_nlink = 1
+            a.st_size = self._size(node)
+        a.st_uid = a.st_gid = 0
+        a.st_blksize = 4096
+        a.st_blocks = 0
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self._started_ns
+        return a
+
+    def _render(self, node: _Node) -> bytes:
+        assert node.file is not None and node.key is not None
+        container = self._containers.get(node.key)
+        if container is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        content = PRODUCERS[node.file](container.ref)
+        node.size, node.sized_at = len(content), time.monotonic()
+        return content
+
+    def _size(self, node: _Node) -> int:
+        """st_size = length of the current rendering (reused for one attr timeout).
+
+        With direct_io, read(2) ignores st_size, but sendfile/splice users (busybox cat) stop
+        at it and GNU tail seeks from it: only the exact length satisfies them all (procfs'
+        0 would make busybox cat print nothing). A render that fails here (cgroup not created
+        yet while runc stats the bind source) must not fail stat: report 0.
+        """
+        if time.monotonic() - node.sized_at < _TIMEOUT:
+            return node.size
+        try:
+            return len(self._render(node))
+        except Exception as exc:
+            log.debug("procfs view: sizing %s of %s: %s", node.file, node.key, exc)
+            return 0
+
+
+class _Operations(pyfuse3.Operations):
+    """pyfuse3 request handlers; all state lives in the :class:`View`."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, view: View) -> None:
+        super().__init__()
+        self._v = view
+
+    def init(self) -> None:
+        # Called while processing FUSE_INIT; the reply goes out before the loop turns again.
+        self._v._kernel_ready()
+
+    @_handler
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._v._node(parent_inode)
+        if name == b".":
+            return self._v._attrs(parent)
+        if name == b"..":
+            return self._v._attrs(self._v._node(parent.parent))
+        inode = parent.children.get(name)
+        if inode is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._v._attrs(self._v._node(inode))
+
+    @_handler
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._v._attrs(self._v._node(inode))
+
+    @_handler
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        self._v._node(inode)
+        return not mode & os.W_OK
+
+    @_handler
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self._v._node(inode)
+        if not node.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        fh = next(self._v._handles)
+        # Listing fixed at opendir, so paging through it is stable while containers come and go.
+        self._v._open_dirs[fh] = sorted(node.children.items())
+        return fh
+
+    @_handler
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self._v._open_dirs.get(fh, [])
+        for idx in range(start_id, len(entries)):
+            name, inode = entries[idx]
+            node = self._v._nodes.get(inode)
+            if node is None:
+                continue
+            if not pyfuse3.readdir_reply(token, name, self._v._attrs(node), idx + 1):
+                break
+
+    @_handler
+    async def releasedir(self, fh: int) -> None:
+        self._v._open_dirs.pop(fh, None)
+
+    @_handler
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self._v._node(inode)
+        if node.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        if flags & _WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        # Render once per open: partial reads then see one consistent snapshot.
+        content = self._v._render(node)
+        fh = next(self._v._handles)
+        self._v._open_files[fh] = content
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+
+    @_handler
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        content = self._v._open_files.get(fh)
+        if content is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return content[off : off + size]
+
+    @_handler
+    async def release(self, fh: int) -> None:
+        self._v._open_files.pop(fh, None)
+
+    @_handler
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_namemax = 255
+        return s
+
+    async def _denied(self, *args: Any, **kwargs: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    # Read-only tree: refuse changes with EACCES rather than pyfuse3's default ENOSYS.
+    setattr = create = mknod = mkdir = unlink = rmdir = symlink = rename = link = _denied
+    setxattr = removexattr = write = _denied
