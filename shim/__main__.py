@@ -1,0 +1,5 @@
+"""`python -m shim` is the same program as the `containerd-shim-lxcfs-v2` console script."""
+
+from shim.cli import main
+
+raise SystemExit(main())

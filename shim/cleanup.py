@@ -1,0 +1,108 @@
+"""`delete`: clean up after a shim that is gone, and print a DeleteResponse.
+
+containerd runs this after *every* task connection closes (also on the normal path), and waits
+at most a few seconds, so it must be quick, idempotent, never block on a dead FUSE mount, and
+always print a valid response. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+from shim import mountutil, wire
+from shim.identity import RUNC_ROOT, group_id, socket_path, state_dir
+
+_SIGKILL_STATUS = 128 + 9
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _runc_options(bundle: str) -> dict:
+    try:
+        with open(os.path.join(bundle, "options.json")) as f:
+            options = json.load(f)
+        return options if isinstance(options, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _shim_alive(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.2)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _log(message: str) -> None:
+    # containerd logs delete's stderr as warnings
+    print(f"{message}", file=sys.stderr)
+
+
+def delete(args: argparse.Namespace) -> int:
+    bundle = args.bundle or os.getcwd()
+    options = _runc_options(bundle)
+    runc = options.get("binary_name") or "runc"
+    root = os.path.join(options.get("root") or RUNC_ROOT, args.namespace)
+    cmd = [runc, "--root", root, "--log", os.path.join(bundle, "log.json"), "--log-format", "json"]
+    if options.get("systemd_cgroup"):
+        cmd.append("--systemd-cgroup")
+    if args.id:
+        try:
+            done = subprocess.run([*cmd, "delete", "--force", args.id], capture_output=True,
+                                  timeout=3, check=False)
+            if done.returncode and b"does not exist" not in done.stderr:
+                detail = done.stderr.decode(errors="replace").strip()
+                _log(f"runc delete --force {args.id}: {detail}")
+        except (OSError, subprocess.TimeoutExpired) as e:
+            _log(f"runc delete --force {args.id}: {e}")
+    try:
+        mountutil.umount_all(os.path.join(bundle, "rootfs"))
+    except OSError as e:
+        _log(str(e))
+
+    annotations: dict = {}
+    with contextlib.suppress(OSError, ValueError), \
+            open(os.path.join(bundle, "config.json"), "rb") as f:
+        annotations = json.load(f).get("annotations") or {}
+    if args.address and args.namespace and args.id:
+        group = group_id(args.id, annotations)
+        sock = socket_path(args.address, args.namespace, group)
+        if not _shim_alive(sock):
+            # the shim died: its FUSE view and socket are ours to remove
+            state = state_dir(args.address, args.namespace, group)
+            view = os.path.join(state, "view")
+            mountutil.abort_fuse(view)
+            try:
+                mountutil.umount_all(view)
+            except OSError as e:
+                _log(str(e))
+            for leftover in (view, state):  # rmdir, never a recursive walk into a mount
+                with contextlib.suppress(OSError):
+                    os.rmdir(leftover)
+            with contextlib.suppress(OSError):
+                os.unlink(sock)
+
+    pid = int(_read(os.path.join(bundle, "init.pid")) or 0)
+    now = time.time_ns()
+    sys.stdout.buffer.write(
+        wire.delete_response(pid, _SIGKILL_STATUS, now // 10**9, now % 10**9))
+    sys.stdout.flush()
+    return 0
