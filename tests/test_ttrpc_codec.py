@@ -125,6 +125,8 @@ def test_server_request_round_trip() -> None:
 def test_response_always_carries_status() -> None:
     # Go always sets status; betterproto alone would omit an all-default Status.
     assert encode_response(Response(status=Status(), payload=b"")) == b"\x0a\x00"
+    assert encode_response(Response(status=Status(code=Code.OK))) == b"\x0a\x00"
+    assert encode_response(Response(payload=b"p")) == b"\x0a\x00\x12\x01p"
     assert encode_response(Response(status=Status(code=5, message="x"))) == bytes(
         Response(status=Status(code=5, message="x"))
     )

@@ -173,10 +173,10 @@ ServerEvent = RequestReceived | StreamError
 
 def encode_response(response: Response) -> bytes:
     """Serialize a Response with `status` always on the wire, as the Go server does."""
-    data = bytes(response)
-    if not bytes(response.status):
-        data = _EMPTY_STATUS_FIELD + data
-    return data
+    if bytes(response.status):
+        return bytes(response)
+    # betterproto may or may not emit a default Status (it tracks explicit assignment).
+    return _EMPTY_STATUS_FIELD + bytes(Response(payload=response.payload))
 
 
 def status_response(code: Code | int, message: str) -> Response:
