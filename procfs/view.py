@@ -240,10 +240,10 @@ class View:
             mounted = True
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._serve, tg.cancel_scope)
-                with anyio.fail_after(10):
-                    await self._ready.wait()
-                task_status.started()
                 try:
+                    with anyio.fail_after(10):
+                        await self._ready.wait()
+                    task_status.started()
                     await anyio.sleep_forever()
                 finally:
                     self._terminate()

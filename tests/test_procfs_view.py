@@ -1,0 +1,234 @@
+"""The FUSE view, for real: mount with pyfuse3 in the test's event loop, read from subprocesses
+and worker threads (never synchronously from the loop that serves the requests)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from procfs.renderers.meminfo import parse_meminfo
+from procfs.view import View
+
+MEMCG = Path("/sys/fs/cgroup/memory")
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (FUSE allow_other, cgroups)"),
+    pytest.mark.skipif(not Path("/dev/fuse").exists(), reason="no /dev/fuse"),
+]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def memcg(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A real v1 memory cgroup limited to 256 MiB; yields its path below the hierarchy root."""
+    if not (MEMCG / "memory.limit_in_bytes").exists():
+        pytest.skip("no cgroup v1 memory hierarchy")
+    name = f"procfs-test-{request.node.name}-{os.getpid()}"
+    d = MEMCG / name
+    d.mkdir()
+    try:
+        (d / "memory.limit_in_bytes").write_text("256M")
+        yield f"/{name}"
+    finally:
+        d.rmdir()
+
+
+def mounted(path: Path) -> bool:
+    return any(
+        line.split()[4] == str(path)
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    )
+
+
+@pytest.fixture(scope="module")
+def fusectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The FUSE control fs (/sys/fs/fuse/connections); mounted privately if the host has not."""
+    system = Path("/sys/fs/fuse/connections")
+    if any(line.split()[4] == str(system)
+           for line in Path("/proc/self/mountinfo").read_text().splitlines()):
+        yield system
+        return
+    path = tmp_path_factory.mktemp("fusectl")
+    subprocess.run(["mount", "-t", "fusectl", "fusectl", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def fuse_connections(fusectl: Path) -> set[str]:
+    return set(os.listdir(fusectl))
+
+
+@pytest.fixture
+async def view(tmp_path: Path, fusectl: Path) -> AsyncIterator[View]:
+    """A running View; on exit checks that nothing stays mounted or connected."""
+    before = fuse_connections(fusectl)
+    v = View(tmp_path / "mnt")
+    async with anyio.create_task_group() as tg:
+        await tg.start(v.run)
+        assert mounted(v.mountpoint)
+        conn = str((await anyio.to_thread.run_sync(os.stat, v.mountpoint)).st_dev)
+        assert conn in fuse_connections(fusectl) - before
+        yield v
+        tg.cancel_scope.cancel()
+    assert not mounted(v.mountpoint)
+    assert not v.mountpoint.exists()
+    assert fuse_connections(fusectl) == before
+
+
+async def cat(path: str) -> subprocess.CompletedProcess[bytes]:
+    return await anyio.run_process(["cat", path], check=False)
+
+
+async def test_meminfo_limit_and_readers(view: View, memcg: str) -> None:
+    files = view.add("c1", memcg)
+    target = files["/proc/meminfo"]
+    assert files == {"/proc/meminfo": str(view.mountpoint / "c1/proc/meminfo")}
+
+    out = (await cat(target)).stdout
+    assert parse_meminfo(out)["MemTotal"] == 256 * 1024
+    assert out.startswith(b"MemTotal:         262144 kB\n")
+
+    # Same content for every kind of reader (st_size matters for sendfile / tail users).
+    py = await anyio.to_thread.run_sync(Path(target).read_bytes)
+    busybox = await anyio.run_process(["busybox", "cat", target], check=False)
+    dd = await anyio.run_process(["dd", f"if={target}", "bs=7", "status=none"])
+    tail = await anyio.run_process(["tail", "-n", "1", target])
+    for other in (py, busybox.stdout if busybox.returncode == 0 else out, dd.stdout):
+        assert parse_meminfo(other)["MemTotal"] == 256 * 1024
+        assert len(other) == len(out)
+    assert tail.stdout == out.splitlines(keepends=True)[-1]
+    st = await anyio.to_thread.run_sync(os.stat, target)
+    assert st.st_size == len(out) and oct(st.st_mode) == oct(0o100444)
+
+
+async def test_partial_reads_see_one_snapshot(view: View, memcg: str) -> None:
+    target = view.add("c1", memcg)["/proc/meminfo"]
+
+    def read_in_chunks() -> list[bytes]:
+        with open(target, "rb", buffering=0) as f:
+            return list(iter(lambda: f.read(7), b""))
+
+    chunks = await anyio.to_thread.run_sync(read_in_chunks)
+    assert all(len(c) == 7 for c in chunks[:-1])
+    content = b"".join(chunks)
+    assert parse_meminfo(content)["MemTotal"] == 256 * 1024
+    assert content.endswith(b" kB\n")
+
+
+async def test_errors(view: View, memcg: str) -> None:
+    target = view.add("c1", memcg)["/proc/meminfo"]
+    for missing in ("c1/proc/nope", "c2/proc/meminfo", "c1/nope"):
+        res = await cat(str(view.mountpoint / missing))
+        assert res.returncode != 0 and b"No such file" in res.stderr
+
+    def open_for_write(flags: int) -> int:
+        try:
+            os.close(os.open(target, flags))
+        except OSError as exc:
+            return exc.errno
+        return 0
+
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC):
+        assert await anyio.to_thread.run_sync(open_for_write, flags) == errno.EACCES
+    assert not await anyio.to_thread.run_sync(os.access, target, os.W_OK)
+    assert await anyio.to_thread.run_sync(os.access, target, os.R_OK)
+    res = await anyio.run_process(["mkdir", str(view.mountpoint / "c1/x")], check=False)
+    assert res.returncode != 0
+
+    # cgroup that does not exist (yet): stat still works (runc stats bind sources during
+    # create), reading fails with EIO, and the loop keeps serving.
+    broken = view.add("broken", "/procfs-test-does-not-exist")["/proc/meminfo"]
+    st = await anyio.to_thread.run_sync(os.stat, broken)
+    assert st.st_size == 0
+    res = await cat(broken)
+    assert res.returncode != 0 and b"Input/output error" in res.stderr
+    assert parse_meminfo((await cat(target)).stdout)["MemTotal"] == 256 * 1024
+
+
+async def test_tree_listing_and_remove(view: View, memcg: str) -> None:
+    view.add("c1", memcg)
+    view.add("c2", None)
+    ls = await anyio.run_process(["ls", str(view.mountpoint)])
+    assert ls.stdout.split() == [b"c1", b"c2"]
+    ls = await anyio.run_process(["ls", "-la", str(view.mountpoint / "c1/proc")])
+    assert b"meminfo" in ls.stdout and b"-r--r--r--" in ls.stdout
+
+    # unknown cgroup (None) shows the host file
+    host = Path("/proc/meminfo").read_bytes()
+    assert parse_meminfo((await cat(str(view.mountpoint / "c2/proc/meminfo"))).stdout)[
+        "MemTotal"] == parse_meminfo(host)["MemTotal"]
+
+    view.remove("c1")
+    res = await cat(str(view.mountpoint / "c1/proc/meminfo"))
+    assert res.returncode != 0
+    ls = await anyio.run_process(["ls", str(view.mountpoint)])
+    assert ls.stdout.split() == [b"c2"]
+    with pytest.raises(ValueError):
+        view.add("c2", None)
+    for bad in ("..", "a/b", "", ".hidden"):
+        with pytest.raises(ValueError):
+            view.add(bad, None)
+    with pytest.raises(ValueError):
+        view.add("c3", None, ["/proc/kcore"])
+
+
+async def test_set_init_pid(view: View, memcg: str) -> None:
+    target = view.add("c1", None)["/proc/meminfo"]
+    proc = await anyio.open_process(["sleep", "30"])
+    try:
+        (MEMCG / memcg.lstrip("/") / "cgroup.procs").write_text(str(proc.pid))
+        view.set_init_pid("c1", proc.pid)
+        assert parse_meminfo((await cat(target)).stdout)["MemTotal"] == 256 * 1024
+    finally:
+        proc.kill()
+        await proc.wait()
+        await proc.aclose()
+
+
+async def test_one_session_per_process(view: View) -> None:
+    with pytest.raises(RuntimeError):
+        await View(view.mountpoint.parent / "other").run()
+
+
+async def test_cancel_before_started_cleans_up(tmp_path: Path, fusectl: Path) -> None:
+    before = fuse_connections(fusectl)
+    v = View(tmp_path / "mnt")
+    with anyio.move_on_after(5) as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(v.run)
+            await anyio.sleep(0)  # run() mounts, then waits for the kernel handshake
+            tg.cancel_scope.cancel()
+    assert not scope.cancelled_caught
+    assert not mounted(v.mountpoint) and not v.mountpoint.exists()
+    assert fuse_connections(fusectl) == before
+
+
+async def test_restart_after_cancel(tmp_path: Path, fusectl: Path) -> None:
+    before = fuse_connections(fusectl)
+    v = View(tmp_path / "deep" / "mnt")
+    async with anyio.create_task_group() as tg:
+        await tg.start(v.run)
+        v.add("c1", None)
+        res = await cat(str(v.mountpoint / "c1/proc/meminfo"))
+        assert res.returncode == 0
+        tg.cancel_scope.cancel()
+    assert not mounted(v.mountpoint) and not v.mountpoint.exists()
+    assert fuse_connections(fusectl) == before
+    # a second run in the same process works once the first has ended
+    async with anyio.create_task_group() as tg:
+        await tg.start(v.run)
+        tg.cancel_scope.cancel()
+    assert not mounted(v.mountpoint)
