@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from procfs.cgroups import Hierarchies
 from procfs.renderers.meminfo import parse_meminfo
 from procfs.view import View
 
@@ -231,4 +232,17 @@ async def test_restart_after_cancel(tmp_path: Path, fusectl: Path) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(v.run)
         tg.cancel_scope.cancel()
+    assert not mounted(v.mountpoint)
+
+
+async def test_cgroup_v2_tree_added_before_mount(tmp_path: Path) -> None:
+    """Registration before run() (the tree is in memory), on a v2 fixture hierarchy."""
+    fixtures = Path(__file__).parent / "fixtures" / "cgroup_v2"
+    v = View(tmp_path / "mnt", hierarchies=Hierarchies(v2=fixtures))
+    target = v.add("ctr", "kubepods-pod1.slice:cri-containerd:abc")["/proc/meminfo"]
+    async with anyio.create_task_group() as tg:
+        await tg.start(v.run)
+        m = parse_meminfo((await cat(target)).stdout)
+        tg.cancel_scope.cancel()
+    assert m["MemTotal"] == 512 * 1024 and m["Slab"] == 4096
     assert not mounted(v.mountpoint)
