@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# Install containerd-shim-lxcfs on a Debian 12 node (idempotent), then optionally run the demo
+# or the test suite. Run as root. See --help.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: sudo ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
+
+Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
+  1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
+     python3-venv python3-dev busybox-static lxcfs
+  2. a venv at $PREFIX (default /opt/containerd-shim-lxcfs) made with /usr/bin/python3,
+     with this directory's package installed into it (non-editable)
+  3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
+  4. /etc/containerd/conf.d/lxcfs.toml: CRI runtime handler "lxcfs"
+     (runtime_type io.containerd.lxcfs.v2), imported from /etc/containerd/config.toml
+     (an existing config is kept; an imports line is added if missing, after a backup;
+     the result is checked with `containerd config dump` and rolled back on failure)
+
+Modes:
+  (none)                 install only
+  --demo [args]          install, then run the main job: a busybox container limited to
+                         256 MiB prints /proc/meminfo next to the host's
+                         (args go to `python -m shim.demo`, e.g. --runtime io.containerd.runc.v2)
+  --test [pytest args]   install with the `dev` extra, then run the whole test suite:
+                         `$PREFIX/bin/python -m pytest [pytest args]` from this directory;
+                         exits with pytest's status ("no tests collected" counts as failure)
+
+Options:
+  --restart-containerd   restart a running system containerd so it reads the new CRI config
+                         (never done otherwise)
+  --editable             developer mode: pip install -e (the venv follows this checkout)
+  -h, --help             this help
+
+Environment: PREFIX (venv dir), BINDIR (symlink dir, default /usr/local/bin),
+             CONTAINERD_CONFIG_DIR (default /etc/containerd).
+EOF
+}
+
+MODE=install
+RESTART=0
+EDITABLE=0
+EXTRA_ARGS=()
+while (($#)); do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    --demo) MODE=demo; shift; EXTRA_ARGS=("$@"); break ;;
+    --test) MODE=test; shift; EXTRA_ARGS=("$@"); break ;;
+    --restart-containerd) RESTART=1; shift ;;
+    --editable) EDITABLE=1; shift ;;
+    *) echo "install.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+PREFIX="${PREFIX:-/opt/containerd-shim-lxcfs}"
+BINDIR="${BINDIR:-/usr/local/bin}"
+CONF_DIR="${CONTAINERD_CONFIG_DIR:-/etc/containerd}"
+SRC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SYS_PYTHON=/usr/bin/python3
+SHIM=containerd-shim-lxcfs-v2
+RUNTIME=io.containerd.lxcfs.v2
+APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev
+  busybox-static lxcfs)
+SUMMARY=()
+CLEANUP=()
+cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }
+trap cleanup EXIT
+
+step() { printf '\n==> %s\n' "$*"; }
+info() { printf '    %s\n' "$*"; }
+die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0 $*)"
+[[ -r /etc/debian_version ]] || info "warning: not Debian; only Debian 12 is tested"
+
+# ------------------------------------------------------------------ 1. apt packages
+install_packages() {
+  step "Debian packages"
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) != "install ok installed" ]]; then
+      missing+=("$p")
+    fi
+  done
+  if ((${#missing[@]} == 0)); then
+    info "all present: ${APT_PACKAGES[*]}"
+    SUMMARY+=("apt: nothing to install")
+    return
+  fi
+  info "missing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  info "apt-get update"
+  apt-get update -qq
+  info "apt-get install ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  SUMMARY+=("apt: installed ${missing[*]}")
+}
+
+# ------------------------------------------------------------------ 2. venv + package
+venv_ok() {
+  [[ -x $PREFIX/bin/python && -r $PREFIX/pyvenv.cfg ]] || return 1
+  # must be Debian's interpreter (not pyenv/another python on PATH), still present
+  grep -Eq '^home = /usr/bin$' "$PREFIX/pyvenv.cfg" || return 1
+  "$PREFIX/bin/python" -c 'import sys, venv' >/dev/null 2>&1
+}
+
+install_venv() {
+  step "Python venv at $PREFIX (with $SYS_PYTHON)"
+  [[ -x $SYS_PYTHON ]] || die "$SYS_PYTHON missing (python3 from Debian)"
+  if venv_ok; then
+    info "exists: $($PREFIX/bin/python --version 2>&1), refreshing"
+    "$SYS_PYTHON" -m venv --upgrade "$PREFIX"
+  else
+    if [[ -e $PREFIX ]]; then
+      info "not a venv of $SYS_PYTHON: recreating"
+      rm -rf "$PREFIX"
+    fi
+    "$SYS_PYTHON" -m venv "$PREFIX"
+    info "created: $($PREFIX/bin/python --version 2>&1)"
+  fi
+
+  local extra="" pipq=(-q --disable-pip-version-check)
+  [[ $MODE == test ]] && extra="[dev]"
+  if ((EDITABLE)); then
+    step "pip install -e $SRC_DIR$extra"
+    "$PREFIX/bin/pip" install "${pipq[@]}" -e "$SRC_DIR$extra"
+  else
+    # Build from a clean copy so the checkout gets no build/ or *.egg-info litter.
+    local build
+    build="$(mktemp -d /tmp/shim-lxcfs-build.XXXXXX)"
+    CLEANUP+=("$build")
+    tar -C "$SRC_DIR" --exclude=.git --exclude='__pycache__' --exclude='*.egg-info' \
+      --exclude=build --exclude=.venv --exclude=.pytest_cache -cf - . | tar -C "$build" -xf -
+    step "pip install $SRC_DIR$extra (non-editable)"
+    "$PREFIX/bin/pip" install "${pipq[@]}" "$build$extra"
+  fi
+  local v
+  v="$("$PREFIX/bin/pip" show containerd-shim-lxcfs 2>/dev/null | sed -n 's/^Version: //p')"
+  SUMMARY+=("venv: $PREFIX (python $("$PREFIX/bin/python" -c 'import platform; print(platform.python_version())'), containerd-shim-lxcfs $v${extra:+ + dev extra})")
+}
+
+# ------------------------------------------------------------------ 3. shim on PATH
+install_symlink() {
+  step "$BINDIR/$SHIM"
+  local target="$PREFIX/bin/$SHIM"
+  [[ -x $target ]] || die "$target missing after pip install"
+  mkdir -p "$BINDIR"
+  if [[ $(readlink "$BINDIR/$SHIM" 2>/dev/null || true) == "$target" ]]; then
+    info "already -> $target"
+  else
+    ln -sfn "$target" "$BINDIR/$SHIM"
+    info "linked -> $target"
+  fi
+  SUMMARY+=("shim: $BINDIR/$SHIM -> $target")
+}
+
+# ------------------------------------------------------------------ 4. containerd config
+CONFIG_CHANGED=0
+
+write_if_changed() { # path content
+  if [[ -f $1 ]] && [[ $(cat "$1") == "$2" ]]; then
+    return 1
+  fi
+  printf '%s\n' "$2" >"$1.tmp.$$"
+  mv -f "$1.tmp.$$" "$1"
+}
+
+configure_containerd() {
+  step "containerd configuration ($CONF_DIR)"
+  local cfg="$CONF_DIR/config.toml" dropin="$CONF_DIR/conf.d/lxcfs.toml"
+  local glob="$CONF_DIR/conf.d/*.toml" backup="" dropin_backup="" created_cfg=0
+  mkdir -p "$CONF_DIR/conf.d"
+
+  local dropin_text
+  dropin_text="# Installed by containerd-shim-lxcfs install.sh: CRI runtime handler \"lxcfs\"
+# (Kubernetes: RuntimeClass with handler: lxcfs).
+version = 2
+
+[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.lxcfs]
+  runtime_type = \"$RUNTIME\"
+  pod_annotations = [\"io.containerd.lxcfs.*\"]"
+  restore_dropin() {
+    if [[ -n $dropin_backup ]]; then mv -f "$dropin_backup" "$dropin"; else rm -f "$dropin"; fi
+    info "rolled back $dropin"
+  }
+  if [[ -f $dropin ]]; then
+    dropin_backup="$(mktemp /tmp/lxcfs.toml.XXXXXX)"
+    cp -p "$dropin" "$dropin_backup"
+  fi
+  if write_if_changed "$dropin" "$dropin_text"; then
+    info "wrote $dropin"
+    CONFIG_CHANGED=1
+  else
+    info "$dropin up to date"
+  fi
+
+  if [[ ! -e $cfg ]]; then
+    printf 'version = 2\nimports = ["%s"]\n' "$glob" >"$cfg"
+    created_cfg=1
+    CONFIG_CHANGED=1
+    info "created minimal $cfg (version 2, imports $glob)"
+  else
+    local action
+    action="$("$SYS_PYTHON" - "$cfg" "$glob" <<'PY'
+import re, sys, tomllib
+path, glob = sys.argv[1], sys.argv[2]
+text = open(path, encoding="utf-8").read()
+try:
+    data = tomllib.loads(text)
+except tomllib.TOMLDecodeError as e:
+    print(f"invalid {e}"); sys.exit(0)
+imports = data.get("imports")
+if imports is not None:
+    print("present" if glob in imports else "other")
+    sys.exit(0)
+# insert a top-level imports line before the first table header, after `version = ...`
+lines = text.splitlines(keepends=True)
+new = f'imports = ["{glob}"]\n'
+first_table = next((i for i, l in enumerate(lines) if re.match(r"\s*\[", l)), len(lines))
+at = next((i + 1 for i, l in enumerate(lines[:first_table]) if re.match(r"\s*version\s*=", l)),
+          None)
+if at is None:
+    at = first_table
+    # skip leading comments so the note stays on top
+    while at > 0 and not lines[at - 1].strip():
+        at -= 1
+lines.insert(at, new)
+out = "".join(lines)
+tomllib.loads(out)  # still valid TOML
+open(path + ".new", "w", encoding="utf-8").write(out)
+print("added")
+PY
+)"
+    case "$action" in
+      present) info "$cfg already imports $glob" ;;
+      other)
+        info "warning: $cfg has its own 'imports' without $glob; left unchanged."
+        info "         add \"$glob\" to it for the CRI handler 'lxcfs' (ctr/nerdctl work anyway)"
+        ;;
+      added)
+        backup="$cfg.bak.$(date +%Y%m%d%H%M%S)"
+        cp -p "$cfg" "$backup"
+        mv -f "$cfg.new" "$cfg"
+        CONFIG_CHANGED=1
+        info "added imports = [\"$glob\"] to $cfg (backup: $backup)"
+        ;;
+      invalid*)
+        restore_dropin
+        die "$cfg is not valid TOML (${action#invalid }); fix it first"
+        ;;
+      *) restore_dropin; die "could not inspect $cfg" ;;
+    esac
+  fi
+
+  # validate what containerd itself makes of it; roll back on failure
+  local dump rc=0
+  dump="$(containerd --config "$cfg" config dump 2>&1)" || rc=$?
+  if ((rc != 0)) || ! grep -q "runtime_type = \"$RUNTIME\"" <<<"$dump"; then
+    printf '%s\n' "$dump" | tail -5 >&2
+    if [[ -n $backup ]]; then mv -f "$backup" "$cfg"; info "rolled back $cfg"; fi
+    if ((created_cfg)); then rm -f "$cfg"; info "removed created $cfg"; fi
+    restore_dropin
+    die "containerd rejected the configuration (containerd --config $cfg config dump)"
+  fi
+  [[ -n $dropin_backup ]] && rm -f "$dropin_backup"
+  info "validated: containerd config dump shows runtimes.lxcfs (runtime_type = \"$RUNTIME\")"
+  SUMMARY+=("containerd: $dropin imported by $cfg ($( ((CONFIG_CHANGED)) && echo changed || echo unchanged))")
+}
+
+system_containerd_running() {
+  [[ -S /run/containerd/containerd.sock ]] &&
+    timeout 5 ctr --address /run/containerd/containerd.sock version >/dev/null 2>&1
+}
+
+maybe_restart_containerd() {
+  if ! system_containerd_running; then
+    SUMMARY+=("system containerd: not running (nothing to restart)")
+    return
+  fi
+  if ((!RESTART)); then
+    if ((CONFIG_CHANGED)); then
+      info "system containerd is running: restart it to load the CRI handler 'lxcfs'"
+      info "(ctr --runtime $RUNTIME works without a restart); or: $0 --restart-containerd"
+      SUMMARY+=("system containerd: running, NOT restarted (config changed; use --restart-containerd)")
+    else
+      SUMMARY+=("system containerd: running, not restarted")
+    fi
+    return
+  fi
+  step "restarting containerd"
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+    systemctl restart containerd
+  elif command -v service >/dev/null && [[ -x /etc/init.d/containerd ]]; then
+    service containerd restart
+  else
+    die "containerd runs but is not managed by systemd or an init script: restart it yourself"
+  fi
+  local i
+  for i in $(seq 1 30); do system_containerd_running && break; sleep 1; done
+  system_containerd_running || die "containerd did not come back after restart"
+  SUMMARY+=("system containerd: restarted")
+}
+
+print_summary() {
+  printf '\n==== summary (%s) ====\n' "$MODE"
+  local s
+  for s in "${SUMMARY[@]}"; do printf '  - %s\n' "$s"; done
+}
+
+install_packages
+install_venv
+install_symlink
+configure_containerd
+maybe_restart_containerd
+
+case "$MODE" in
+  install)
+    print_summary
+    printf '  next: sudo %s --demo   |   sudo %s --test\n' "$0" "$0"
+    ;;
+  demo)
+    step "main job: $PREFIX/bin/python -m shim.demo ${EXTRA_ARGS[*]:-}"
+    rc=0
+    "$PREFIX/bin/python" -m shim.demo "${EXTRA_ARGS[@]}" || rc=$?
+    SUMMARY+=("demo: exit $rc")
+    print_summary
+    exit "$rc"
+    ;;
+  test)
+    step "tests: $PREFIX/bin/python -m pytest ${EXTRA_ARGS[*]:-} (in $SRC_DIR)"
+    rc=0
+    (cd "$SRC_DIR" && "$PREFIX/bin/python" -m pytest "${EXTRA_ARGS[@]}") || rc=$?
+    if ((rc == 5)); then
+      SUMMARY+=("tests: pytest collected no tests (exit 5) -> failure")
+      rc=1
+    else
+      SUMMARY+=("tests: pytest exit $rc")
+    fi
+    print_summary
+    exit "$rc"
+    ;;
+esac
