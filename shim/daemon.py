@@ -1,0 +1,96 @@
+"""The serving process: Task service on ttrpc, the FUSE view and the reaper in one event loop.
+
+`start` launched us with the listening socket as fd 3 (or `-socket` names one), cwd = the
+first container's bundle, stdio on /dev/null. We run until containerd's Shutdown finds no
+container left, or SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from procfs.view import View
+from shim import logs
+from shim.events import Publisher
+from shim.identity import socket_path, state_dir
+from shim.reaper import Reaper, become_subreaper
+from shim.service import TaskService
+from shim.transport import task_services
+from shim.ttrpc.server import TtrpcServer
+
+log = logging.getLogger("shim")
+
+#: After Shutdown, let the reply reach containerd before the process goes away.
+_SHUTDOWN_GRACE = 0.05
+
+
+def _listener(args: argparse.Namespace) -> tuple[socket.socket, str]:
+    if args.socket:
+        path = args.socket.removeprefix("unix://")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(128)
+        return sock, path
+    sock = socket.socket(fileno=3)
+    return sock, socket_path(args.address, args.namespace, args.group or args.id)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    sock, path = _listener(args)
+    state = state_dir(args.address, args.namespace, args.group or args.id)
+    reaper = Reaper()
+    view = View(Path(state, "view"))
+    publisher = Publisher(os.environ.get("TTRPC_ADDRESS", ""), args.namespace)
+    idle = anyio.Event()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(reaper.run)
+            await tg.start(view.run)
+            await tg.start(publisher.run)
+            service = TaskService(namespace=args.namespace, reaper=reaper, view=view,
+                                  publisher=publisher, task_group=tg, on_idle=idle.set)
+            await tg.start(TtrpcServer(task_services(service)).serve, sock)
+            tg.start_soon(_on_signals, idle)
+            log.info("serving on %s, view at %s", path, view.mountpoint)
+            await idle.wait()
+            await publisher.flush()
+            await anyio.sleep(_SHUTDOWN_GRACE)
+            tg.cancel_scope.cancel()
+    finally:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(state)
+        log.info("shim exited")
+
+
+async def _on_signals(idle: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            idle.set()
+            return
+
+
+def serve(args: argparse.Namespace) -> int:
+    logs.setup(args.namespace, args.id, args.debug)
+    become_subreaper()
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        anyio.run(_serve, args, backend="asyncio")
+    except Exception:
+        log.exception("shim failed")
+        return 1
+    return 0
