@@ -150,14 +150,56 @@ class Runc:
             raise RuncError(args[0], message, ex.status)
         return out
 
-    async def create(self, id: str, bundle: str, pid_file: str, stdio: tuple[int, int, int],
-                     *, no_pivot: bool = False, no_new_keyring: bool = False) -> None:
+    async def create(self, id: str, bundle: str, pid_file: str,
+                     stdio: tuple[int, int, int] | None, *, console_socket: str = "",
+                     no_pivot: bool = False, no_new_keyring: bool = False) -> None:
         args = ["create", "--bundle", bundle, "--pid-file", pid_file]
+        if console_socket:
+            args += ["--console-socket", console_socket]
         if no_pivot:
             args.append("--no-pivot")
         if no_new_keyring:
             args.append("--no-new-keyring")
         await self.run(*args, id, stdio=stdio, cwd=bundle)
+
+    async def exec(self, id: str, process_file: str, pid_file: str,
+                   stdio: tuple[int, int, int] | None, *, console_socket: str = "") -> None:
+        """`runc exec --detach`: returns once the process runs (re-parented to the shim)."""
+        args = ["exec", "--process", process_file, "--detach", "--pid-file", pid_file]
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        await self.run(*args, id, stdio=stdio)
+
+    async def pause(self, id: str) -> None:
+        await self.run("pause", id)
+
+    async def resume(self, id: str) -> None:
+        await self.run("resume", id)
+
+    async def update(self, id: str, resources_json: bytes) -> None:
+        await self.run("update", "--resources=-", id, input=resources_json)
+
+    async def checkpoint(self, id: str, image_path: str, *, work_path: str = "",
+                         options: Sequence[str] = ()) -> None:
+        args = ["checkpoint", "--image-path", image_path]
+        if work_path:
+            args += ["--work-path", work_path]
+        await self.run(*args, *options, id)
+
+    async def restore(self, id: str, bundle: str, image_path: str, pid_file: str,
+                      stdio: tuple[int, int, int] | None, *, work_path: str = "",
+                      console_socket: str = "", options: Sequence[str] = (),
+                      no_pivot: bool = False) -> None:
+        """`runc restore --detach`: the restored init becomes the shim's child (subreaper)."""
+        args = ["restore", "--detach", "--no-subreaper", "--bundle", bundle, "--pid-file",
+                pid_file, "--image-path", image_path]
+        if work_path:
+            args += ["--work-path", work_path]
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        if no_pivot:
+            args.append("--no-pivot")
+        await self.run(*args, *options, id, stdio=stdio, cwd=bundle)
 
     async def start(self, id: str) -> None:
         await self.run("start", id)

@@ -2,7 +2,8 @@
 
 Methods take and return the generated `containerd.task.v2` messages; transports only decode,
 call and encode. Semantics and error texts follow containerd-shim-runc-v2 (see
-shared/reference/task-api.md).
+shared/reference/task-api.md). Process state lives in shim/process.py, stdio in
+shim/stdio.py, cgroup counters and OOM watching in shim/stats.py and shim/oom.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,30 +25,35 @@ import anyio.abc
 from betterproto.lib.google.protobuf import Any as AnyMsg
 from betterproto.lib.google.protobuf import Empty
 
+from procfs.cgroups import CgroupRef, discover_hierarchies, ref_from_proc
 from procfs.view import View
 from protos.gen.containerd import events
 from protos.gen.containerd.runc import v1 as runc_opts
 from protos.gen.containerd.task import v2 as api
 from protos.gen.containerd.types import Mount
 from protos.gen.containerd.v1 import types as v1types
-from shim import mountutil, spec
+from shim import mountutil, oom, spec, stats
 from shim.errors import RpcError
 from shim.events import Publisher
 from shim.identity import RUNC_ROOT
 from shim.process import Process, Status
-from shim.protoutil import GO_ZERO_TIME
+from shim.protoutil import GO_ZERO_TIME, pack_any
 from shim.reaper import Reaper, Watch
 from shim.runc import Runc, RuncError
-from shim.stdio import ProcessIO
+from shim.stdio import IOContext, ProcessIO
 
 log = logging.getLogger("shim.service")
 
 _STATUS = {
     Status.CREATED: v1types.Status.CREATED,
     Status.RUNNING: v1types.Status.RUNNING,
+    Status.PAUSING: v1types.Status.PAUSING,
+    Status.PAUSED: v1types.Status.PAUSED,
     Status.STOPPED: v1types.Status.STOPPED,
     Status.DELETED: v1types.Status.STOPPED,
 }
+
+_CHECKPOINT_OPTIONS = "containerd.runc.v1.CheckpointOptions"
 
 
 def _timestamp(at: float | None) -> datetime:
@@ -53,13 +62,18 @@ def _timestamp(at: float | None) -> datetime:
 
 @dataclass
 class RuncOptions:
-    """The subset of containerd.runc.v1.Options the shim honours (so runc configs carry over)."""
+    """containerd.runc.v1.Options, honoured as containerd-shim-runc-v2 does (configs carry over)."""
 
     binary_name: str = ""
     root: str = ""
     systemd_cgroup: bool = False
     no_pivot_root: bool = False
     no_new_keyring: bool = False
+    shim_cgroup: str = ""  #: applied by `start` (shim/start.py), kept here for options.json
+    io_uid: int = 0
+    io_gid: int = 0
+    criu_image_path: str = ""
+    criu_work_path: str = ""
 
     @classmethod
     def from_any(cls, options: AnyMsg | None) -> RuncOptions:
@@ -68,7 +82,8 @@ class RuncOptions:
         if options.type_url.rsplit("/", 1)[-1] == "containerd.runc.v1.Options":
             o = runc_opts.Options().parse(options.value)
             return cls(o.binary_name, o.root, o.systemd_cgroup, o.no_pivot_root,
-                       o.no_new_keyring)
+                       o.no_new_keyring, o.shim_cgroup, o.io_uid, o.io_gid,
+                       o.criu_image_path, o.criu_work_path)
         return cls()  # runtimeoptions.v1.Options and others: defaults for now
 
     def write(self, bundle: str) -> None:
@@ -88,8 +103,18 @@ class Container:
     init: Process
     rootfs: list[Mount]
     private_pid_ns: bool
+    options: RuncOptions = field(default_factory=RuncOptions)
     rootfs_mounted: bool = False
     watch: Watch | None = field(default=None, repr=False)
+    execs: dict[str, Process] = field(default_factory=dict)
+    cgroup: CgroupRef | None = None
+    #: create from a checkpoint: the image that Start restores
+    checkpoint: str = ""
+    #: cancels this container's OOM watcher
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    def io_context(self, namespace: str) -> IOContext:
+        return IOContext(self.id, namespace, self.options.io_uid, self.options.io_gid)
 
 
 def _rootfs_mount(m: Mount, target: str) -> None:
@@ -98,6 +123,29 @@ def _rootfs_mount(m: Mount, target: str) -> None:
     if flags & mountutil.MS_BIND and flags & mountutil.MS_RDONLY:
         # a bind mount ignores MS_RDONLY until it is remounted
         mountutil.mount("", target, "", flags | mountutil.MS_REMOUNT)
+
+
+def _read_pid(path: str) -> int:
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def _checkpoint_flags(o: runc_opts.CheckpointOptions) -> list[str]:
+    """runc checkpoint/restore flags from CheckpointOptions, as go-runc builds them."""
+    flags = []
+    if o.open_tcp:
+        flags.append("--tcp-established")
+    if o.external_unix_sockets:
+        flags.append("--ext-unix-sk")
+    if o.terminal:
+        flags.append("--shell-job")
+    if o.file_locks:
+        flags.append("--file-locks")
+    for ns in o.empty_namespaces:
+        flags += ["--empty-ns", ns]
+    if o.cgroups_mode:
+        flags += ["--manage-cgroups-mode", o.cgroups_mode]
+    return flags
 
 
 class TaskService:
@@ -121,20 +169,24 @@ class TaskService:
 
     def _process(self, id: str, exec_id: str) -> tuple[Container, Process]:
         c = self._container(id)
-        if exec_id:
+        if not exec_id:
+            return c, c.init
+        p = c.execs.get(exec_id)
+        if p is None:
             raise RpcError.not_found(f"process does not exist {exec_id}")
-        return c, c.init
+        return c, p
 
     def has_containers(self) -> bool:
         return bool(self._containers)
+
+    def _runc_error(self, what: str, e: RuncError) -> RpcError:
+        return RpcError.unknown(f"{what}: {e.detail}" if e.detail else what)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def create(self, req: api.CreateTaskRequest) -> api.CreateTaskResponse:
         if req.id in self._containers:
             raise RpcError.already_exists(f"container {req.id}")
-        if req.checkpoint:
-            raise RpcError.unimplemented("create from checkpoint is not supported yet")
         bundle = req.bundle
         try:
             oci = spec.load(bundle)
@@ -146,26 +198,28 @@ class TaskService:
                     log_path=os.path.join(bundle, "log.json"),
                     binary=options.binary_name or "runc", systemd_cgroup=options.systemd_cgroup)
         init = Process(req.id, ProcessIO())
-        c = Container(req.id, bundle, runc, init, list(req.rootfs), spec.has_private_pid_ns(oci))
+        c = Container(req.id, bundle, runc, init, list(req.rootfs), spec.has_private_pid_ns(oci),
+                      options, checkpoint=req.checkpoint)
         try:
             await self._prepare(c, oci, req)
-            await runc.create(req.id, bundle, os.path.join(bundle, "init.pid"), init.io.child,
-                              no_pivot=options.no_pivot_root,
-                              no_new_keyring=options.no_new_keyring)
+            if not c.checkpoint:
+                await runc.create(req.id, bundle, os.path.join(bundle, "init.pid"), init.io.child,
+                                  console_socket=init.io.console.path if init.io.console else "",
+                                  no_pivot=options.no_pivot_root,
+                                  no_new_keyring=options.no_new_keyring)
+                if init.io.console is not None:
+                    await init.io.attach_console(self._tg)
         except BaseException as e:
             await self._undo_create(c)
             if isinstance(e, RuncError):
                 raise RpcError.unknown(f"OCI runtime create failed: {e.detail}") from e
-            if isinstance(e, OSError):
+            if isinstance(e, OSError | TimeoutError):
                 raise RpcError.unknown(f"create {req.id}: {e}") from e
             raise
-        init.io.release_child_fds()
-        with open(os.path.join(bundle, "init.pid")) as f:
-            init.pid = int(f.read().strip())
-        c.watch = self._reaper.watch(init.pid)
-        self._view.set_init_pid(req.id, init.pid)
         self._containers[req.id] = c
-        self._tg.start_soon(self._wait_init_exit, c)
+        if not c.checkpoint:
+            init.io.release_child_fds()
+            self._track_init(c, _read_pid(os.path.join(bundle, "init.pid")))
         self._events.publish("/tasks/create", events.TaskCreate(
             container_id=req.id, bundle=bundle, rootfs=list(req.rootfs),
             io=events.TaskIo(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
@@ -173,6 +227,29 @@ class TaskService:
             checkpoint=req.checkpoint, pid=init.pid))
         log.info("created %s pid %d", req.id, init.pid)
         return api.CreateTaskResponse(pid=init.pid)
+
+    def _track_init(self, c: Container, pid: int) -> None:
+        """The init exists (created or restored): watch its exit, cgroup and OOMs."""
+        c.init.pid = pid
+        c.watch = self._reaper.watch(pid)
+        self._view.set_init_pid(c.id, pid)
+        with contextlib.suppress(OSError):
+            c.cgroup = ref_from_proc(pid, discover_hierarchies())
+        self._tg.start_soon(self._wait_init_exit, c)
+        self._tg.start_soon(self._watch_oom, c)
+
+    async def _watch_oom(self, c: Container) -> None:
+        memory = c.cgroup.dir("memory") if c.cgroup else None
+        version = c.cgroup.version("memory") if c.cgroup else None
+        if memory is None or version is None:
+            return
+
+        def on_oom() -> None:
+            log.info("OOM in %s", c.id)
+            self._events.publish("/tasks/oom", events.TaskOom(container_id=c.id))
+
+        with c.scope:
+            await oom.watch(memory, version, on_oom)
 
     async def _prepare(self, c: Container, oci: dict, req: api.CreateTaskRequest) -> None:
         """Rootfs mounts, the view and its binds in config.json, stdio: all undone on failure."""
@@ -185,11 +262,13 @@ class TaskService:
         sources = self._view.add(c.id, spec.cgroups_path(oci), spec.wanted_files(oci))
         spec.add_view_mounts(oci, sources)
         spec.save(c.bundle, oci)
-        c.init.io = ProcessIO.open(req.stdin, req.stdout, req.stderr, req.terminal)
+        c.init.io = await ProcessIO.open(req.stdin, req.stdout, req.stderr, req.terminal,
+                                         reaper=self._reaper,
+                                         ctx=c.io_context(self.namespace))
 
     async def _undo_create(self, c: Container) -> None:
         with anyio.CancelScope(shield=True):
-            c.init.io.close()
+            await c.init.io.aclose()
             with contextlib.suppress(RuncError):
                 await c.runc.delete(c.id, force=True)
             self._view.remove(c.id)
@@ -206,6 +285,10 @@ class TaskService:
                 await c.runc.kill(c.id, signal.SIGKILL, all=True)
             except RuncError as e:
                 log.debug("kill --all after exit of %s: %s", c.id, e)
+        # the init's exit is final only once every running exec has exited
+        for p in list(c.execs.values()):
+            if p.pid and not p.exited.is_set():
+                await p.exited.wait()
         if c.init.set_exited(ex.status, ex.at):
             c.init.io.close_stdin()
             log.info("%s exited with status %d", c.id, ex.status)
@@ -213,14 +296,29 @@ class TaskService:
                 container_id=c.id, id=c.id, pid=c.init.pid, exit_status=ex.status,
                 exited_at=_timestamp(ex.at)))
 
+    async def _wait_exec_exit(self, c: Container, p: Process, watch: Watch) -> None:
+        ex = await watch.wait()
+        await p.start_done.wait()  # exec-started goes out first
+        if p.set_exited(ex.status, ex.at):
+            p.io.close_stdin()
+            self._events.publish("/tasks/exit", events.TaskExit(
+                container_id=c.id, id=p.id, pid=p.pid, exit_status=ex.status,
+                exited_at=_timestamp(ex.at)))
+
     async def start(self, req: api.StartRequest) -> api.StartResponse:
         c, p = self._process(req.id, req.exec_id)
+        if p.is_exec:
+            return await self._start_exec(c, p)
         p.check_start()
         p.starting = True
         try:
-            await c.runc.start(c.id)
+            if c.checkpoint:
+                await self._restore(c)
+            else:
+                await c.runc.start(c.id)
         except RuncError as e:
-            raise RpcError.unknown(f"OCI runtime start failed: {e.detail}") from e
+            what = "OCI runtime restore failed" if c.checkpoint else "OCI runtime start failed"
+            raise self._runc_error(what, e) from e
         finally:
             p.starting = False
         if p.status is Status.CREATED:
@@ -229,19 +327,107 @@ class TaskService:
         p.start_done.set()
         return api.StartResponse(pid=p.pid)
 
+    async def _restore(self, c: Container) -> None:
+        """Start of a container created from a checkpoint: `runc restore --detach`."""
+        io = c.init.io
+        work = c.options.criu_work_path or os.path.join(c.bundle, "work")
+        try:
+            await c.runc.restore(c.id, c.bundle, c.checkpoint,
+                                 os.path.join(c.bundle, "init.pid"), io.child,
+                                 work_path=work,
+                                 console_socket=io.console.path if io.console else "",
+                                 no_pivot=c.options.no_pivot_root)
+            if io.console is not None:
+                await io.attach_console(self._tg)
+        finally:
+            io.release_child_fds()
+        self._track_init(c, _read_pid(os.path.join(c.bundle, "init.pid")))
+
+    async def _start_exec(self, c: Container, p: Process) -> api.StartResponse:
+        if c.init.exited.is_set() or c.init.status is not Status.RUNNING:
+            raise RpcError.failed_precondition(f"container {c.id} init process is not running")
+        p.check_start()
+        assert p.spec is not None
+        p.starting = True
+        pid_file = os.path.join(c.bundle, f"{p.id}.pid")
+        try:
+            p.io = await ProcessIO.open(p.io.stdin, p.io.stdout, p.io.stderr, p.io.terminal,
+                                        reaper=self._reaper, ctx=c.io_context(self.namespace))
+            with tempfile.NamedTemporaryFile("w", prefix="runc-process", suffix=".json",
+                                             dir=os.environ.get("XDG_RUNTIME_DIR")) as f:
+                json.dump(p.spec, f)
+                f.flush()
+                await c.runc.exec(c.id, f.name, pid_file, p.io.child,
+                                  console_socket=p.io.console.path if p.io.console else "")
+            if p.io.console is not None:
+                await p.io.attach_console(self._tg)
+            p.io.release_child_fds()
+            p.pid = _read_pid(pid_file)
+        except BaseException as e:
+            # the exec never ran: it is stopped with runc's own exit code (Wait returns)
+            with anyio.CancelScope(shield=True):
+                await p.io.aclose()
+            p.starting = False
+            p.set_exited(e.status if isinstance(e, RuncError) else 255, time.time())
+            p.start_done.set()
+            if isinstance(e, RuncError):
+                raise self._runc_error("OCI runtime exec failed", e) from e
+            if isinstance(e, OSError | TimeoutError):
+                raise RpcError.unknown(f"exec {p.id}: {e}") from e
+            raise
+        watch = self._reaper.watch(p.pid)
+        self._tg.start_soon(self._wait_exec_exit, c, p, watch)
+        p.starting = False
+        p.status = Status.RUNNING
+        self._events.publish("/tasks/exec-started", events.TaskExecStarted(
+            container_id=c.id, exec_id=p.id, pid=p.pid))
+        p.start_done.set()
+        return api.StartResponse(pid=p.pid)
+
+    async def exec(self, req: api.ExecProcessRequest) -> Empty:
+        c = self._container(req.id)
+        if req.exec_id in c.execs:
+            raise RpcError.already_exists(f"id {req.exec_id}")
+        c.init.check_exec()
+        try:
+            process_spec = json.loads(req.spec.value) if req.spec else None
+        except ValueError as e:
+            raise RpcError.invalid_argument(f"exec {req.exec_id}: process spec: {e}") from e
+        if not isinstance(process_spec, dict):
+            raise RpcError.invalid_argument(f"exec {req.exec_id}: no process spec")
+        process_spec["terminal"] = req.terminal
+        c.execs[req.exec_id] = Process(
+            req.exec_id, ProcessIO(req.stdin, req.stdout, req.stderr, req.terminal),
+            spec=process_spec)
+        self._events.publish("/tasks/exec-added", events.TaskExecAdded(
+            container_id=c.id, exec_id=req.exec_id))
+        return Empty()
+
     async def delete(self, req: api.DeleteRequest) -> api.DeleteResponse:
         c, p = self._process(req.id, req.exec_id)
         p.check_delete()
-        try:
-            await c.runc.delete(c.id, force=p.status is Status.CREATED)
-        except RuncError as e:
-            if "does not exist" not in e.detail:
-                raise RpcError.unknown(f"failed to delete task: {e.detail}") from e
-        if not p.exited.is_set():
+        if p.is_exec:
+            p.status = Status.DELETED
+            await p.io.aclose(drain=True)
+            del c.execs[p.id]
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(c.bundle, f"{p.id}.pid"))
+            return api.DeleteResponse(pid=p.pid, exit_status=p.exit_status,
+                                      exited_at=_timestamp(p.exited_at))
+        if c.init.pid or not c.checkpoint:
+            try:
+                await c.runc.delete(c.id, force=p.status is Status.CREATED)
+            except RuncError as e:
+                if "does not exist" not in e.detail:
+                    raise self._runc_error("failed to delete task", e) from e
+        if not p.exited.is_set() and p.pid:
             with anyio.move_on_after(2):  # runc delete killed a created init: collect it
                 await p.exited.wait()
         p.status = Status.DELETED
-        p.io.close()
+        c.scope.cancel()
+        await p.io.aclose(drain=True)
+        for e in c.execs.values():
+            await e.io.aclose()
         self._view.remove(c.id)
         if c.rootfs_mounted:
             try:
@@ -258,6 +444,14 @@ class TaskService:
     async def kill(self, req: api.KillRequest) -> Empty:
         c, p = self._process(req.id, req.exec_id)
         p.check_kill()
+        if p.is_exec:
+            try:
+                os.kill(p.pid, req.signal)
+            except ProcessLookupError as e:
+                raise RpcError.not_found("process already finished") from e
+            except OSError as e:
+                raise RpcError.unknown(f"unknown error after kill: {e}") from e
+            return Empty()
         try:
             await c.runc.kill(c.id, req.signal, all=req.all)
         except RuncError as e:
@@ -277,8 +471,12 @@ class TaskService:
 
     async def state(self, req: api.StateRequest) -> api.StateResponse:
         c, p = self._process(req.id, req.exec_id)
+        status = p.status
+        if p.is_exec and status is Status.RUNNING and c.init.status in (Status.PAUSED,
+                                                                        Status.PAUSING):
+            status = c.init.status
         return api.StateResponse(
-            id=p.id, bundle=c.bundle, pid=p.pid, status=_STATUS[p.status],
+            id=p.id, bundle=c.bundle, pid=p.pid, status=_STATUS[status],
             stdin=p.io.stdin, stdout=p.io.stdout, stderr=p.io.stderr, terminal=p.io.terminal,
             exit_status=p.exit_status, exited_at=_timestamp(p.exited_at))
 
@@ -287,13 +485,108 @@ class TaskService:
         try:
             pids = await c.runc.ps(c.id)
         except RuncError as e:
-            raise RpcError.unknown(f"failed to list pids: {e.detail}") from e
-        return api.PidsResponse(processes=[v1types.ProcessInfo(pid=pid) for pid in pids])
+            raise self._runc_error("failed to list pids", e) from e
+        by_pid = {p.pid: p.id for p in c.execs.values() if p.pid}
+        return api.PidsResponse(processes=[
+            v1types.ProcessInfo(pid=pid, info=pack_any(runc_opts.ProcessDetails(
+                exec_id=by_pid[pid])) if pid in by_pid else None)
+            for pid in pids])
 
     async def close_io(self, req: api.CloseIoRequest) -> Empty:
         _, p = self._process(req.id, req.exec_id)
         p.io.close_stdin()
         return Empty()
+
+    async def resize_pty(self, req: api.ResizePtyRequest) -> Empty:
+        _, p = self._process(req.id, req.exec_id)
+        if p.is_exec and p.status in (Status.STOPPED, Status.DELETED):
+            raise RpcError.unknown("cannot resize a stopped container")
+        try:
+            p.io.resize(req.width, req.height)
+        except OSError as e:
+            raise RpcError.unknown(f"resize pty: {e}") from e
+        return Empty()
+
+    # -- container-wide operations -------------------------------------------------------
+
+    async def pause(self, req: api.PauseRequest) -> Empty:
+        c = self._container(req.id)
+        c.init.check_pause()
+        c.init.status = Status.PAUSING
+        try:
+            await c.runc.pause(c.id)
+        except RuncError as e:
+            if c.init.status is Status.PAUSING:
+                c.init.status = Status.RUNNING
+            raise self._runc_error("OCI runtime pause failed", e) from e
+        if c.init.status is Status.PAUSING:
+            c.init.status = Status.PAUSED
+        self._events.publish("/tasks/paused", events.TaskPaused(container_id=c.id))
+        return Empty()
+
+    async def resume(self, req: api.ResumeRequest) -> Empty:
+        c = self._container(req.id)
+        c.init.check_resume()
+        try:
+            await c.runc.resume(c.id)
+        except RuncError as e:
+            raise self._runc_error("OCI runtime resume failed", e) from e
+        if c.init.status is Status.PAUSED:
+            c.init.status = Status.RUNNING
+        self._events.publish("/tasks/resumed", events.TaskResumed(container_id=c.id))
+        return Empty()
+
+    async def update(self, req: api.UpdateTaskRequest) -> Empty:
+        c = self._container(req.id)
+        c.init.check_update()
+        if req.resources is None or not req.resources.value:
+            raise RpcError.invalid_argument("update: no resources given")
+        try:
+            json.loads(req.resources.value)
+        except ValueError as e:
+            raise RpcError.invalid_argument(f"update: resources are not JSON: {e}") from e
+        try:
+            await c.runc.update(c.id, bytes(req.resources.value))
+        except RuncError as e:
+            raise self._runc_error("OCI runtime update failed", e) from e
+        return Empty()
+
+    async def stats(self, req: api.StatsRequest) -> api.StatsResponse:
+        c = self._container(req.id)
+        if c.cgroup is None or not stats.exists(c.cgroup):
+            raise RpcError.not_found("cgroup does not exist")
+        return api.StatsResponse(stats=pack_any(stats.metrics(c.cgroup)))
+
+    async def checkpoint(self, req: api.CheckpointTaskRequest) -> Empty:
+        c = self._container(req.id)
+        c.init.check_checkpoint()
+        opts = runc_opts.CheckpointOptions()
+        if req.options is not None and req.options.type_url:
+            if req.options.type_url.rsplit("/", 1)[-1] != _CHECKPOINT_OPTIONS:
+                raise RpcError.invalid_argument(
+                    f"checkpoint options of type {req.options.type_url} are not supported")
+            opts = runc_opts.CheckpointOptions().parse(req.options.value)
+        image = req.path or opts.image_path or c.options.criu_image_path
+        if not image:
+            raise RpcError.invalid_argument("checkpoint: no image path")
+        work = opts.work_path or c.options.criu_work_path
+        keep_work = bool(work)
+        if not work:
+            work = os.path.join(c.bundle, "criu-work")
+        flags = _checkpoint_flags(opts)
+        if not opts.exit:
+            flags.append("--leave-running")
+        try:
+            await c.runc.checkpoint(c.id, image, work_path=work, options=flags)
+        except RuncError as e:
+            raise self._runc_error(f"checkpoint failed (criu log in {work}), path={c.bundle}",
+                                   e) from e
+        finally:
+            if not keep_work:
+                shutil.rmtree(work, ignore_errors=True)
+        return Empty()
+
+    # -- the shim --------------------------------------------------------------------------
 
     async def connect(self, req: api.ConnectRequest) -> api.ConnectResponse:
         c = self._containers.get(req.id)
