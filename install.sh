@@ -6,6 +6,8 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 Usage: sudo ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
+       sudo ./install.sh --containerd-config-only | --uninstall [options]
+       install.sh --node [--uninstall] [--restart-containerd]   (node installer DaemonSet)
 
 Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
   1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
@@ -14,9 +16,12 @@ Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
      with this directory's package installed into it (non-editable)
   3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
   4. /etc/containerd/conf.d/lxcfs.toml: CRI runtime handler "lxcfs"
-     (runtime_type io.containerd.lxcfs.v2), imported from /etc/containerd/config.toml
-     (an existing config is kept; an imports line is added if missing, after a backup;
-     the result is checked with `containerd config dump` and rolled back on failure)
+     (runtime_type io.containerd.lxcfs.v2, pod_annotations io.containerd.lxcfs.*, the runc
+     handler's options), imported from /etc/containerd/config.toml (an existing config is
+     kept; an imports line is added if missing, after a backup). containerd 1.6/1.7 replace
+     a whole plugin section per imported file, so the drop-in carries a copy of the node's
+     CRI section from `containerd config dump`; the result is checked with `containerd
+     config dump` (handler present, every other CRI setting unchanged), else rolled back.
 
 Modes:
   (none)                 install only
@@ -26,40 +31,68 @@ Modes:
   --test [pytest args]   install with the `dev` extra, then run the whole test suite:
                          `$PREFIX/bin/python -m pytest [pytest args]` from this directory;
                          exits with pytest's status ("no tests collected" counts as failure)
+  --containerd-config-only
+                         step 4 only (e.g. after changing CRI settings in config.toml)
+  --node                 node installer (deploy/node-installer.yaml): no apt, no pip; copies
+                         the prebuilt bundle $PAYLOAD (default /payload/containerd-shim-lxcfs)
+                         to $PREFIX, links it into $BINDIR and writes the drop-in; the node's
+                         containerd and systemctl are run through `nsenter --target 1
+                         --mount` (the pod needs hostPID and privileged)
+  --uninstall            remove the drop-in, the $BINDIR link and $PREFIX (refused while lxcfs
+                         shims run, unless --force); the imports line is kept (harmless).
+                         With --node: the DaemonSet cleanup (deploy/node-uninstaller.yaml)
 
 Options:
-  --restart-containerd   restart a running system containerd so it reads the new CRI config
-                         (never done otherwise)
+  --restart-containerd   restart a running containerd so it reads the new CRI config
+                         (never done otherwise; a stopped containerd is left stopped and
+                         reads the config when it starts)
   --editable             developer mode: pip install -e (the venv follows this checkout)
+  --force                --uninstall even while lxcfs shims run (their pods lose cleanup)
   -h, --help             this help
 
 Environment: PREFIX (venv dir), BINDIR (symlink dir, default /usr/local/bin),
-             CONTAINERD_CONFIG_DIR (default /etc/containerd).
+             CONTAINERD_CONFIG_DIR (default /etc/containerd), PAYLOAD (--node),
+             CONTAINERD (containerd command, default `containerd`).
 EOF
 }
 
 MODE=install
 RESTART=0
 EDITABLE=0
+NODE=0
+FORCE=0
 EXTRA_ARGS=()
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
     --demo) MODE=demo; shift; EXTRA_ARGS=("$@"); break ;;
     --test) MODE=test; shift; EXTRA_ARGS=("$@"); break ;;
+    --containerd-config-only) MODE=config; shift ;;
+    --uninstall) MODE=uninstall; shift ;;
+    --node) NODE=1; shift ;;
+    --force) FORCE=1; shift ;;
     --restart-containerd) RESTART=1; shift ;;
     --editable) EDITABLE=1; shift ;;
     *) echo "install.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
+if ((NODE)) && [[ $MODE != install && $MODE != uninstall ]]; then
+  echo "install.sh: --node goes with install (the default) or --uninstall only" >&2; exit 2
+fi
 
 PREFIX="${PREFIX:-/opt/containerd-shim-lxcfs}"
 BINDIR="${BINDIR:-/usr/local/bin}"
 CONF_DIR="${CONTAINERD_CONFIG_DIR:-/etc/containerd}"
+PAYLOAD="${PAYLOAD:-/payload/containerd-shim-lxcfs}"
 SRC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SYS_PYTHON=/usr/bin/python3
 SHIM=containerd-shim-lxcfs-v2
 RUNTIME=io.containerd.lxcfs.v2
+# In the DaemonSet the node's tools live in the host's mount namespace (pid 1, hostPID).
+HOST=()
+((NODE)) && HOST=(nsenter --target 1 --mount --)
+read -r -a CONTAINERD_CMD <<<"${CONTAINERD:-containerd}"
+CONTAINERD_CMD=(${HOST[@]+"${HOST[@]}"} "${CONTAINERD_CMD[@]}")
 APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev
   busybox-static lxcfs)
 SUMMARY=()
@@ -70,9 +103,10 @@ trap cleanup EXIT
 step() { printf '\n==> %s\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+host() { ${HOST[@]+"${HOST[@]}"} "$@"; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0 $*)"
-[[ -r /etc/debian_version ]] || info "warning: not Debian; only Debian 12 is tested"
+((NODE)) || [[ -r /etc/debian_version ]] || info "warning: not Debian; only Debian 12 is tested"
 
 # ------------------------------------------------------------------ 1. apt packages
 install_packages() {
@@ -158,43 +192,21 @@ install_symlink() {
 # ------------------------------------------------------------------ 4. containerd config
 CONFIG_CHANGED=0
 
-write_if_changed() { # path content
-  if [[ -f $1 ]] && [[ $(cat "$1") == "$2" ]]; then
-    return 1
-  fi
-  printf '%s\n' "$2" >"$1.tmp.$$"
-  mv -f "$1.tmp.$$" "$1"
-}
-
 configure_containerd() {
   step "containerd configuration ($CONF_DIR)"
   local cfg="$CONF_DIR/config.toml" dropin="$CONF_DIR/conf.d/lxcfs.toml"
   local glob="$CONF_DIR/conf.d/*.toml" backup="" dropin_backup="" created_cfg=0
   mkdir -p "$CONF_DIR/conf.d"
 
-  local dropin_text
-  dropin_text="# Installed by containerd-shim-lxcfs install.sh: CRI runtime handler \"lxcfs\"
-# (Kubernetes: RuntimeClass with handler: lxcfs).
-version = 2
-
-[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.lxcfs]
-  runtime_type = \"$RUNTIME\"
-  pod_annotations = [\"io.containerd.lxcfs.*\"]"
-  restore_dropin() {
+  rollback() {
     if [[ -n $dropin_backup ]]; then mv -f "$dropin_backup" "$dropin"; else rm -f "$dropin"; fi
     info "rolled back $dropin"
+    if [[ -n $backup ]]; then mv -f "$backup" "$cfg"; info "rolled back $cfg"; fi
+    if ((created_cfg)); then rm -f "$cfg"; info "removed created $cfg"; fi
+    return 0
   }
-  if [[ -f $dropin ]]; then
-    dropin_backup="$(mktemp /tmp/lxcfs.toml.XXXXXX)"
-    cp -p "$dropin" "$dropin_backup"
-  fi
-  if write_if_changed "$dropin" "$dropin_text"; then
-    info "wrote $dropin"
-    CONFIG_CHANGED=1
-  else
-    info "$dropin up to date"
-  fi
 
+  # 1. the main config imports conf.d/*.toml (created, or one top-level line added)
   if [[ ! -e $cfg ]]; then
     printf 'version = 2\nimports = ["%s"]\n' "$glob" >"$cfg"
     created_cfg=1
@@ -245,37 +257,91 @@ PY
         CONFIG_CHANGED=1
         info "added imports = [\"$glob\"] to $cfg (backup: $backup)"
         ;;
-      invalid*)
-        restore_dropin
-        die "$cfg is not valid TOML (${action#invalid }); fix it first"
-        ;;
-      *) restore_dropin; die "could not inspect $cfg" ;;
+      invalid*) die "$cfg is not valid TOML (${action#invalid }); fix it first" ;;
+      *) die "could not inspect $cfg" ;;
     esac
   fi
 
-  # validate what containerd itself makes of it; roll back on failure
-  local dump rc=0
-  dump="$(containerd --config "$cfg" config dump 2>&1)" || rc=$?
-  if ((rc != 0)) || ! grep -q "runtime_type = \"$RUNTIME\"" <<<"$dump"; then
-    printf '%s\n' "$dump" | tail -5 >&2
-    if [[ -n $backup ]]; then mv -f "$backup" "$cfg"; info "rolled back $cfg"; fi
-    if ((created_cfg)); then rm -f "$cfg"; info "removed created $cfg"; fi
-    restore_dropin
-    die "containerd rejected the configuration (containerd --config $cfg config dump)"
+  # 2. the node's effective config *without* our drop-in: what the drop-in must preserve
+  if [[ -f $dropin ]]; then
+    dropin_backup="$(mktemp /tmp/lxcfs.toml.XXXXXX)"
+    mv -f "$dropin" "$dropin_backup"
+  fi
+  local work before after rc=0
+  work="$(mktemp -d /tmp/shim-lxcfs-config.XXXXXX)"
+  CLEANUP+=("$work")
+  before="$work/before.toml" after="$work/after.toml"
+  "${CONTAINERD_CMD[@]}" --config "$cfg" config dump >"$before" 2>"$work/err" || rc=$?
+  if ((rc != 0)); then
+    tail -5 "$work/err" >&2
+    rollback
+    die "containerd cannot read $cfg as it is (${CONTAINERD_CMD[*]} --config $cfg config dump)"
+  fi
+
+  # 3. the drop-in: the node's CRI section + handler "lxcfs" (see deploy/containerd_dropin.py)
+  if ! "$SYS_PYTHON" "$SRC_DIR/deploy/containerd_dropin.py" --dump "$before" \
+      --runtime "$RUNTIME" >"$work/dropin.toml" 2>"$work/err"; then
+    cat "$work/err" >&2
+    rollback
+    die "could not generate $dropin"
+  fi
+  if [[ -n $dropin_backup ]] && cmp -s "$work/dropin.toml" "$dropin_backup"; then
+    info "$dropin up to date"
+  else
+    CONFIG_CHANGED=1
+    info "wrote $dropin"
+  fi
+  cp "$work/dropin.toml" "$dropin.tmp.$$" && mv -f "$dropin.tmp.$$" "$dropin"
+  chmod 0644 "$dropin"
+
+  # 4. validate: containerd reads it, the handler is there, nothing else changed
+  rc=0
+  "${CONTAINERD_CMD[@]}" --config "$cfg" config dump >"$after" 2>"$work/err" || rc=$?
+  local verdict=""
+  if ((rc == 0)); then
+    verdict="$("$SYS_PYTHON" - "$before" "$after" "$RUNTIME" <<'PY'
+import sys, tomllib
+before, after = (tomllib.load(open(p, "rb")) for p in sys.argv[1:3])
+runtime = sys.argv[3]
+def cri(d):
+    plugins = d.get("plugins", {})
+    return plugins.get("io.containerd.grpc.v1.cri") or plugins.get("io.containerd.cri.v1.runtime")
+a, b = cri(after), cri(before)
+if a is None:
+    print("no CRI section in the result"); sys.exit(0)
+handler = a.get("containerd", {}).get("runtimes", {}).pop("lxcfs", None)
+if not handler or handler.get("runtime_type") != runtime:
+    print(f"runtimes.lxcfs.runtime_type is not {runtime}"); sys.exit(0)
+if "io.containerd.lxcfs.*" not in handler.get("pod_annotations", []):
+    print("pod_annotations lacks io.containerd.lxcfs.*"); sys.exit(0)
+if b is not None:
+    b.get("containerd", {}).get("runtimes", {}).pop("lxcfs", None)
+    if a != b:
+        print("the drop-in changed other CRI settings"); sys.exit(0)
+print("ok")
+PY
+)"
+  fi
+  if ((rc != 0)) || [[ $verdict != ok ]]; then
+    tail -5 "$work/err" >&2
+    rollback
+    die "containerd rejected the configuration (${verdict:-config dump failed}); nothing changed"
   fi
   [[ -n $dropin_backup ]] && rm -f "$dropin_backup"
-  info "validated: containerd config dump shows runtimes.lxcfs (runtime_type = \"$RUNTIME\")"
+  info "validated: containerd config dump shows runtimes.lxcfs (runtime_type = \"$RUNTIME\"),"
+  info "pod_annotations io.containerd.lxcfs.*, and the node's other CRI settings unchanged"
   SUMMARY+=("containerd: $dropin imported by $cfg ($( ((CONFIG_CHANGED)) && echo changed || echo unchanged))")
 }
 
 system_containerd_running() {
-  [[ -S /run/containerd/containerd.sock ]] &&
-    timeout 5 ctr --address /run/containerd/containerd.sock version >/dev/null 2>&1
+  host test -S /run/containerd/containerd.sock &&
+    timeout 5 ${HOST[@]+"${HOST[@]}"} ctr --address /run/containerd/containerd.sock version \
+      >/dev/null 2>&1
 }
 
 maybe_restart_containerd() {
   if ! system_containerd_running; then
-    SUMMARY+=("system containerd: not running (nothing to restart)")
+    SUMMARY+=("system containerd: not running (nothing to restart; it reads the config when started)")
     return
   fi
   if ((!RESTART)); then
@@ -289,10 +355,10 @@ maybe_restart_containerd() {
     return
   fi
   step "restarting containerd"
-  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-    systemctl restart containerd
-  elif command -v service >/dev/null && [[ -x /etc/init.d/containerd ]]; then
-    service containerd restart
+  if host test -d /run/systemd/system && host sh -c 'command -v systemctl' >/dev/null; then
+    host systemctl restart containerd
+  elif host test -x /etc/init.d/containerd; then
+    host /etc/init.d/containerd restart
   else
     die "containerd runs but is not managed by systemd or an init script: restart it yourself"
   fi
@@ -302,14 +368,88 @@ maybe_restart_containerd() {
   SUMMARY+=("system containerd: restarted")
 }
 
+# ------------------------------------------------------------------ node mode (DaemonSet)
+install_payload() {
+  step "bundle $PAYLOAD -> $PREFIX"
+  [[ -x $PAYLOAD/bin/$SHIM ]] || die "$PAYLOAD/bin/$SHIM missing: --node runs in the installer image"
+  local new="$PREFIX.new.$$" old="$PREFIX.old.$$"
+  rm -rf "$new"
+  mkdir -p "$(dirname "$PREFIX")"
+  cp -a "$PAYLOAD" "$new"
+  # swap in one rename each, so running shims keep their (old, still open) files
+  if [[ -e $PREFIX ]]; then mv "$PREFIX" "$old"; fi
+  mv "$new" "$PREFIX"
+  rm -rf "$old"
+  host "$PREFIX/bin/$SHIM" -v >/dev/null 2>&1 ||
+    die "$PREFIX/bin/$SHIM -v does not run on this node (see deploy/README.md: requirements)"
+  SUMMARY+=("bundle: $PREFIX ($(du -sh "$PREFIX" | cut -f1))")
+}
+
+# ------------------------------------------------------------------ uninstall
+lxcfs_shims_running() {
+  local f
+  for f in /proc/[0-9]*/cmdline; do
+    tr '\0' ' ' <"$f" 2>/dev/null | grep -q "$SHIM" && return 0
+  done
+  return 1
+}
+
+uninstall() {
+  step "uninstall"
+  if lxcfs_shims_running; then
+    if ((FORCE)); then
+      info "warning: $SHIM processes are running; their pods can no longer be cleaned up"
+    else
+      die "$SHIM processes are running (pods with runtimeClassName: lxcfs); delete those pods first, or pass --force"
+    fi
+  fi
+  local cfg="$CONF_DIR/config.toml" dropin="$CONF_DIR/conf.d/lxcfs.toml"
+  if [[ -f $dropin ]]; then
+    rm -f "$dropin"
+    CONFIG_CHANGED=1
+    SUMMARY+=("removed $dropin")
+  fi
+  if [[ -f $cfg ]] && ! "${CONTAINERD_CMD[@]}" --config "$cfg" config dump >/dev/null 2>&1; then
+    info "warning: containerd cannot read $cfg after removing the drop-in; check it"
+  fi
+  if [[ -L $BINDIR/$SHIM && $(readlink "$BINDIR/$SHIM") == "$PREFIX/"* ]]; then
+    rm -f "$BINDIR/$SHIM"
+    SUMMARY+=("removed $BINDIR/$SHIM")
+  fi
+  if [[ -d $PREFIX ]]; then
+    rm -rf "$PREFIX"
+    SUMMARY+=("removed $PREFIX")
+  fi
+  SUMMARY+=("kept: the imports line in $cfg (matches nothing harmful) and apt packages")
+}
+
 print_summary() {
-  printf '\n==== summary (%s) ====\n' "$MODE"
+  printf '\n==== summary (%s%s) ====\n' "$MODE" "$( ((NODE)) && echo ', node' )"
   local s
   for s in "${SUMMARY[@]}"; do printf '  - %s\n' "$s"; done
 }
 
-install_packages
-install_venv
+case "$MODE" in
+  config)
+    configure_containerd
+    maybe_restart_containerd
+    print_summary
+    exit 0
+    ;;
+  uninstall)
+    uninstall
+    maybe_restart_containerd
+    print_summary
+    exit 0
+    ;;
+esac
+
+if ((NODE)); then
+  install_payload
+else
+  install_packages
+  install_venv
+fi
 install_symlink
 configure_containerd
 maybe_restart_containerd
@@ -317,7 +457,7 @@ maybe_restart_containerd
 case "$MODE" in
   install)
     print_summary
-    printf '  next: sudo %s --demo   |   sudo %s --test\n' "$0" "$0"
+    ((NODE)) || printf '  next: sudo %s --demo   |   sudo %s --test\n' "$0" "$0"
     ;;
   demo)
     step "main job: $PREFIX/bin/python -m shim.demo ${EXTRA_ARGS[*]:-}"
