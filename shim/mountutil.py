@@ -40,7 +40,7 @@ def parse_options(options: list[str]) -> tuple[int, str]:
     return flags, ",".join(data)
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = (ctypes.c_char_p,) * 4 + (ctypes.c_ulong,) + (ctypes.c_char_p,)
+_libc.mount.argtypes = (ctypes.c_char_p,) * 3 + (ctypes.c_ulong, ctypes.c_char_p)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 
 
