@@ -1,1 +1,1 @@
-"""Benchmarks of containerd-shim-lxcfs against io.containerd.runc.v2 and lxcfs (`python -m bench`)."""
+"""Benchmarks of containerd-shim-lxcfs vs io.containerd.runc.v2 and lxcfs: `python -m bench`."""

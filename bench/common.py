@@ -253,8 +253,9 @@ def bench_env(quick: bool = False, tree: str | None = None) -> Iterator[Env]:
                 ctrd.remove_tmpdir()
         finally:
             prefix = str(workdir) + "/"
-            for mp in sorted((m for m in harness.mount_points() if m.startswith(prefix)),
-                             reverse=True):
+            for mp in sorted(
+                (m for m in harness.mount_points() if m.startswith(prefix)), reverse=True
+            ):
                 subprocess.run(["umount", "-l", mp], capture_output=True, timeout=10, check=False)
             shutil.rmtree(workdir, ignore_errors=True)
             signal.signal(signal.SIGTERM, old)

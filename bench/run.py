@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(f"Machine: {header}")
     code = f"shim code: {args.tree or 'installed (editable) tree'}"
-    print(f"Run: {'quick' if args.quick else 'full'}, {code}, {time.monotonic() - started:.0f} s, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print(
+        f"Run: {'quick' if args.quick else 'full'}, {code}, {time.monotonic() - started:.0f} s, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
+    )
     print(table(rows))
     if failed:
         print(f"\nFAILED: {', '.join(failed)}")
