@@ -2,33 +2,138 @@
 
 A producer gathers its inputs (host file + cgroup snapshot: a few small synchronous reads) and
 hands them to a pure renderer. Adding a file = a renderer + a reader + one entry in
-:data:`PRODUCERS`.
+:data:`PRODUCERS`. A container whose cgroup is not known yet sees the host's file.
+
+Producers get the caller's host tid (from the FUSE request; None when only sizing) so the
+reader itself, blocked in this very request, is counted as running -- as the kernel counts a
+process reading /proc/loadavg.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from procfs.cgroups import CgroupRef
-from procfs.readers import read_memory
-from procfs.renderers import render_meminfo
+from procfs.container import Container
+from procfs.readers import read_cpu, read_io, read_memory
+from procfs.renderers import (
+    render_cpu_online,
+    render_cpuinfo,
+    render_diskstats,
+    render_loadavg,
+    render_meminfo,
+    render_slabinfo,
+    render_stat,
+    render_swaps,
+    render_uptime,
+)
+from procfs.renderers.stat import StatInputs
+from procfs.renderers.uptime import uptime_values
+from procfs.tasks import scan_tasks
 
 #: Where host files are read from (overridable for tests).
 HOST_PROC = Path("/proc")
+HOST_SYS = Path("/sys")
+HZ = os.sysconf("SC_CLK_TCK")
 
-Producer = Callable[[CgroupRef | None], bytes]
+Producer = Callable[[Container, int | None], bytes]
 
 
-def produce_meminfo(ref: CgroupRef | None) -> bytes:
-    """Fresh host /proc/meminfo, virtualized if the container's cgroup is known."""
-    host = (HOST_PROC / "meminfo").read_bytes()
-    if ref is None:
+def _host(name: str) -> bytes:
+    return (HOST_PROC / name).read_bytes()
+
+
+def produce_meminfo(c: Container, caller: int | None = None) -> bytes:
+    host = _host("meminfo")
+    if c.ref is None:
         return host
-    return render_meminfo(host, read_memory(ref))
+    return render_meminfo(host, read_memory(c.ref))
+
+
+def produce_cpuinfo(c: Container, caller: int | None = None) -> bytes:
+    host = _host("cpuinfo")
+    if c.ref is None:
+        return host
+    return render_cpuinfo(host, read_cpu(c.ref).visible())
+
+
+def produce_cpu_online(c: Container, caller: int | None = None) -> bytes:
+    if c.ref is None:
+        return (HOST_SYS / "devices/system/cpu/online").read_bytes()
+    return render_cpu_online(read_cpu(c.ref).visible())
+
+
+def _host_btime(host_stat: bytes) -> int:
+    for line in host_stat.splitlines():
+        if line.startswith(b"btime "):
+            return int(line.split()[1])
+    return int(time.time() - time.clock_gettime(time.CLOCK_BOOTTIME))
+
+
+def produce_stat(c: Container, caller: int | None = None) -> bytes:
+    host = _host("stat")
+    if c.ref is None:
+        return host
+    btime = _host_btime(host)
+    if c.init_start is not None:
+        btime += c.init_start // HZ
+    tasks = scan_tasks(c.ref, ctxt=True, caller=caller)
+    return render_stat(host, StatInputs(read_cpu(c.ref), tasks, btime, HZ), c.stat)
+
+
+def produce_uptime(c: Container, caller: int | None = None) -> bytes:
+    if c.ref is None or c.init_start is None:
+        return _host("uptime")
+    cpu = read_cpu(c.ref)
+    up, idle = uptime_values(time.clock_gettime(time.CLOCK_BOOTTIME), c.init_start / HZ,
+                             len(cpu.visible()), cpu.usage_ns / 1e9)
+    return render_uptime(up, idle)
+
+
+def produce_loadavg(c: Container, caller: int | None = None) -> bytes:
+    if c.ref is None:
+        return _host("loadavg")
+    t = scan_tasks(c.ref, caller=caller)
+    return render_loadavg(c.load, t.running, t.threads, t.last_pid)
+
+
+def produce_diskstats(c: Container, caller: int | None = None) -> bytes:
+    host = _host("diskstats")
+    if c.ref is None:
+        return host
+    return render_diskstats(host, read_io(c.ref))
+
+
+def produce_swaps(c: Container, caller: int | None = None) -> bytes:
+    host = _host("swaps")
+    if c.ref is None:
+        return host
+    return render_swaps(host, _host("meminfo"), read_memory(c.ref))
+
+
+def produce_slabinfo(c: Container, caller: int | None = None) -> bytes:
+    host = _host("slabinfo")
+    own: bytes | None = None
+    d = c.ref.dir("memory") if c.ref is not None and c.ref.version("memory") == 1 else None
+    if d is not None:
+        try:
+            own = (d / "memory.kmem.slabinfo").read_bytes()
+        except OSError:
+            own = None
+    return render_slabinfo(host, own)
 
 
 #: Container path → producer. Only these paths may be requested in ``View.add``.
 PRODUCERS: dict[str, Producer] = {
     "/proc/meminfo": produce_meminfo,
+    "/proc/cpuinfo": produce_cpuinfo,
+    "/proc/stat": produce_stat,
+    "/proc/uptime": produce_uptime,
+    "/proc/loadavg": produce_loadavg,
+    "/proc/diskstats": produce_diskstats,
+    "/proc/swaps": produce_swaps,
+    "/proc/slabinfo": produce_slabinfo,
+    "/sys/devices/system/cpu/online": produce_cpu_online,
 }

@@ -11,7 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from procfs.cgroups import CgroupRef
-from procfs.snapshot import MemorySnapshot, MemoryStat
+from procfs.cpuset import parse_cpuset
+from procfs.snapshot import CpuSnapshot, DiskIO, MemorySnapshot, MemoryStat
+
+#: Host CPUs, the cpuset of last resort (v2 cgroup without the cpuset controller anywhere).
+HOST_ONLINE = Path("/sys/devices/system/cpu/online")
 
 #: cgroup v1 prints "no limit" as LONG_MAX rounded down to the page size; anything at or above
 #: this (for any page size up to 64 KiB) is treated as unlimited.
@@ -161,3 +165,204 @@ def _read_limit_v2(path: Path) -> int | None:
         return _v2_limit(path.read_text())
     except FileNotFoundError:
         return None
+
+
+# --- CPU ------------------------------------------------------------------------------------
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _first_cpuset(dirs: list[Path], names: tuple[str, ...]) -> list[int]:
+    """Nearest non-empty cpuset list up the hierarchy (an empty v1 cpuset.cpus means
+    "not configured here" for readers like us; the kernel then runs tasks on the parent's)."""
+    for d in dirs:
+        for name in names:
+            text = _read_text(d / name)
+            if text and text.strip():
+                return parse_cpuset(text)
+    return []
+
+
+def _tighter(cur: tuple[int, int] | None, quota: int, period: int) -> tuple[int, int]:
+    """The smaller of two quota/period ratios (an ancestor's quota caps its children)."""
+    if cur is None or quota * cur[1] < cur[0] * period:
+        return quota, period
+    return cur
+
+
+def read_cpu(ref: CgroupRef, online: Path = HOST_ONLINE) -> CpuSnapshot:
+    """CPU snapshot from the cpuset, cpu and cpuacct controllers (v1) or cgroup2 files."""
+    if ref.version("cpu") == 1 or ref.version("cpuset") == 1:
+        return read_cpu_v1(ref, online)
+    return read_cpu_v2(ref.ancestors("cpu"), online)
+
+
+def read_cpu_v1(ref: CgroupRef, online: Path = HOST_ONLINE) -> CpuSnapshot:
+    """cgroup v1: cpu and cpuacct may be one hierarchy or two (both work)."""
+    cpus = _first_cpuset(ref.ancestors("cpuset"), ("cpuset.cpus", "cpuset.effective_cpus"))
+    if not cpus:
+        cpus = parse_cpuset(online.read_text())
+    quota: tuple[int, int] | None = None
+    for d in ref.ancestors("cpu"):
+        q = _read_text(d / "cpu.cfs_quota_us")
+        p = _read_text(d / "cpu.cfs_period_us")
+        if q is None or p is None or int(q) <= 0:
+            continue
+        quota = _tighter(quota, int(q), int(p))
+    percpu: dict[int, tuple[int, int]] | None = None
+    user = system = 0
+    acct = ref.dir("cpuacct")
+    if acct is not None:
+        text = _read_text(acct / "cpuacct.usage_all")
+        if text is not None:
+            percpu = parse_usage_all(text)
+            user = sum(u for u, _ in percpu.values())
+            system = sum(s for _, s in percpu.values())
+        else:
+            user = _read_int(acct / "cpuacct.usage")
+    return CpuSnapshot(
+        cpuset=tuple(cpus),
+        quota_us=quota[0] if quota else None,
+        period_us=quota[1] if quota else 100_000,
+        percpu=percpu,
+        user_ns=user,
+        system_ns=system,
+    )
+
+
+def parse_usage_all(text: str) -> dict[int, tuple[int, int]]:
+    """``cpuacct.usage_all``: header ``cpu user system``, then ``N user_ns system_ns``."""
+    out: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 3:
+            out[int(fields[0])] = (int(fields[1]), int(fields[2]))
+    return out
+
+
+def read_cpu_v2(dirs: list[Path], online: Path = HOST_ONLINE) -> CpuSnapshot:
+    """cgroup v2: ``dirs`` = the cgroup then its ancestors; per-CPU usage does not exist."""
+    if not dirs:
+        raise LookupError("no cpu cgroup known for this container")
+    cpus = _first_cpuset(dirs, ("cpuset.cpus.effective", "cpuset.cpus"))
+    if not cpus:
+        cpus = parse_cpuset(online.read_text())
+    quota: tuple[int, int] | None = None
+    for d in dirs:
+        text = _read_text(d / "cpu.max")
+        fields = (text or "").split()
+        if not fields or fields[0] == "max":
+            continue
+        period = int(fields[1]) if len(fields) > 1 else 100_000
+        quota = _tighter(quota, int(fields[0]), period)
+    raw = parse_flat_keyed(_read_text(dirs[0] / "cpu.stat") or "")
+    return CpuSnapshot(
+        cpuset=tuple(cpus),
+        quota_us=quota[0] if quota else None,
+        period_us=quota[1] if quota else 100_000,
+        percpu=None,
+        user_ns=raw.get("user_usec", 0) * 1000,
+        system_ns=raw.get("system_usec", 0) * 1000,
+    )
+
+
+# --- block IO -------------------------------------------------------------------------------
+
+#: v1 blkio files per DiskIO field group, best first: CFQ names (old kernels, what lxcfs
+#: reads), BFQ's, then the throttle layer's, which count every bio whatever the scheduler.
+_V1_SERVICED = ("blkio.io_serviced_recursive", "blkio.throttle.io_serviced_recursive",
+                "blkio.bfq.io_serviced_recursive")
+_V1_BYTES = ("blkio.io_service_bytes_recursive", "blkio.throttle.io_service_bytes_recursive",
+             "blkio.bfq.io_service_bytes_recursive")
+_V1_MERGED = ("blkio.io_merged_recursive", "blkio.bfq.io_merged_recursive")
+_V1_SERVICE_TIME = ("blkio.io_service_time_recursive", "blkio.bfq.io_service_time_recursive")
+_V1_WAIT_TIME = ("blkio.io_wait_time_recursive", "blkio.bfq.io_wait_time_recursive")
+
+Rwstat = dict[tuple[int, int], dict[str, int]]
+
+
+def parse_blkio_rwstat(text: str) -> Rwstat:
+    """v1 ``MAJ:MIN Read|Write|Sync|Async|Discard|Total N`` lines → {(maj, min): {op: N}}."""
+    out: Rwstat = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 3 or ":" not in fields[0]:
+            continue
+        maj, _, mi = fields[0].partition(":")
+        out.setdefault((int(maj), int(mi)), {})[fields[1]] = int(fields[2])
+    return out
+
+
+def _first_rwstat(d: Path, names: tuple[str, ...]) -> Rwstat:
+    """First of ``names`` that exists *and* has per-device rows (empty CFQ/BFQ stats are
+    common on modern schedulers, lxc/lxcfs#599)."""
+    found: Rwstat = {}
+    for name in names:
+        text = _read_text(d / name)
+        if text is None:
+            continue
+        found = parse_blkio_rwstat(text)
+        if found:
+            return found
+    return found
+
+
+def read_io(ref: CgroupRef) -> list[DiskIO]:
+    """Per-device IO counters of the container's cgroup (v1 blkio or v2 io.stat)."""
+    d = ref.dir("blkio") if ref.version("blkio") == 1 else ref.dir("io")
+    if d is None:
+        raise LookupError("no blkio/io cgroup known for this container")
+    if ref.version("blkio") == 1:
+        return read_io_v1(d)
+    return read_io_v2(d)
+
+
+def read_io_v1(d: Path) -> list[DiskIO]:
+    serviced = _first_rwstat(d, _V1_SERVICED)
+    nbytes = _first_rwstat(d, _V1_BYTES)
+    merged = _first_rwstat(d, _V1_MERGED)
+    svc = _first_rwstat(d, _V1_SERVICE_TIME)
+    wait = _first_rwstat(d, _V1_WAIT_TIME)
+    out = []
+    for dev in sorted(set(serviced) | set(nbytes)):
+        s, b, m = serviced.get(dev, {}), nbytes.get(dev, {}), merged.get(dev, {})
+        t, w = svc.get(dev, {}), wait.get(dev, {})
+
+        def ms(op: str, t: dict[str, int] = t, w: dict[str, int] = w) -> int:
+            return (t.get(op, 0) + w.get(op, 0)) // 1_000_000
+
+        out.append(DiskIO(
+            major=dev[0], minor=dev[1],
+            reads=s.get("Read", 0), writes=s.get("Write", 0), discards=s.get("Discard", 0),
+            read_merged=m.get("Read", 0), write_merged=m.get("Write", 0),
+            discard_merged=m.get("Discard", 0),
+            read_bytes=b.get("Read", 0), write_bytes=b.get("Write", 0),
+            discard_bytes=b.get("Discard", 0),
+            read_ms=ms("Read"), write_ms=ms("Write"), discard_ms=ms("Discard"),
+            io_ms=t.get("Total", 0) // 1_000_000,
+        ))
+    return out
+
+
+def read_io_v2(d: Path) -> list[DiskIO]:
+    """``io.stat``: ``MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. dbytes=.. dios=..``."""
+    out = []
+    for line in (_read_text(d / "io.stat") or "").splitlines():
+        dev, *pairs = line.split()
+        maj, _, mi = dev.partition(":")
+        kv = {}
+        for pair in pairs:
+            k, _, v = pair.partition("=")
+            if v.isdigit():
+                kv[k] = int(v)
+        out.append(DiskIO(
+            major=int(maj), minor=int(mi),
+            reads=kv.get("rios", 0), writes=kv.get("wios", 0), discards=kv.get("dios", 0),
+            read_bytes=kv.get("rbytes", 0), write_bytes=kv.get("wbytes", 0),
+            discard_bytes=kv.get("dbytes", 0),
+        ))
+    return out

@@ -36,9 +36,13 @@ import anyio
 import pyfuse3
 import pyfuse3.asyncio
 
-from procfs.cgroups import CgroupRef, Hierarchies, discover_hierarchies, ref_from_proc
+from procfs import mounts, rebind
+from procfs.cgroups import Hierarchies, discover_hierarchies, ref_from_proc
 from procfs.cgroups import resolve_spec_path as _resolve_spec_path
+from procfs.container import Container
 from procfs.files import PRODUCERS
+from procfs.renderers.loadavg import INTERVAL as LOAD_INTERVAL
+from procfs.tasks import scan_tasks, start_ticks
 
 # Must happen before any pyfuse3 coroutine runs: pyfuse3 is Trio-native otherwise.
 pyfuse3.asyncio.enable()
@@ -69,19 +73,17 @@ class _Node:
     key: str | None = None  # owning container; None for the root
     file: str | None = None  # container path for files ("/proc/meminfo"), None for dirs
     children: dict[bytes, int] = field(default_factory=dict)
-    size: int = 0  # last rendered length (files)
+    content: bytes = b""  # last rendering (files)
     sized_at: float = float("-inf")  # time.monotonic() of that render
+    caller: int | None = None  # whose request it was rendered for
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
 
     @property
     def is_dir(self) -> bool:
         return self.file is None
-
-
-@dataclass
-class _Container:
-    key: str
-    ref: CgroupRef | None
-    inodes: list[int]
 
 
 T = TypeVar("T")
@@ -124,13 +126,18 @@ class View:
         self._nodes: dict[int, _Node] = {
             pyfuse3.ROOT_INODE: _Node(pyfuse3.ROOT_INODE, b"", pyfuse3.ROOT_INODE)
         }
-        self._containers: dict[str, _Container] = {}
+        self._containers: dict[str, Container] = {}
         self._handles = itertools.count(1)
         self._open_files: dict[int, bytes] = {}
         self._open_dirs: dict[int, list[tuple[bytes, int]]] = {}
         self._started_ns = time.time_ns()
         self._ready: anyio.Event | None = None
         self._stopping = False
+        self._lost = False
+        #: Mount a new session when the current one dies (see :meth:`run`).
+        self.remount = True
+        self.remounts = 0  # sessions lost so far
+        self.rebinds = 0  # completed re-bind passes
 
     @property
     def mountpoint(self) -> Path:
@@ -164,7 +171,7 @@ class View:
         ref = (
             _resolve_spec_path(cgroups_path, self.hierarchies) if cgroups_path else None
         )
-        container = _Container(key, ref, [])
+        container = Container(key, ref)
         top = self._mknode(pyfuse3.ROOT_INODE, key.encode(), container)
         mapping: dict[str, str] = {}
         for target in files:
@@ -175,12 +182,19 @@ class View:
                 parent = existing or self._mknode(parent, d.encode(), container)
             self._mknode(parent, leaf.encode(), container, file=target)
             mapping[target] = str(self._mountpoint / key / target.lstrip("/"))
+        container.files = mapping
         self._containers[key] = container
         return mapping
 
     def set_init_pid(self, key: str, pid: int) -> None:
-        """Take the container's cgroup from ``/proc/<pid>/cgroup`` (authoritative)."""
-        self._containers[key].ref = ref_from_proc(pid, self.hierarchies)
+        """Take the container's cgroup from ``/proc/<pid>/cgroup`` (authoritative) and its
+        start time (uptime, btime); the FUSE-remount path re-binds inside this pid's mount
+        namespace."""
+        c = self._containers[key]
+        c.ref = ref_from_proc(pid, self.hierarchies)
+        c.init_pid = pid
+        c.init_start = start_ticks(pid)
+        self._sample(c)
 
     def remove(self, key: str) -> None:
         """Forget a container. Open handles keep their content; new lookups get ENOENT."""
@@ -193,7 +207,7 @@ class View:
             self._nodes.pop(inode, None)
 
     def _mknode(
-        self, parent: int, name: bytes, container: _Container, file: str | None = None
+        self, parent: int, name: bytes, container: Container, file: str | None = None
     ) -> int:
         inode = next(self._inodes)
         self._nodes[inode] = _Node(inode, name, parent, container.key, file)
@@ -208,18 +222,48 @@ class View:
     ) -> None:
         """Mount, serve until cancelled, then unmount and remove the mountpoint.
 
-        ``task_status.started()`` fires once the kernel has finished the FUSE handshake, i.e.
-        requests are being answered. Raises :class:`ViewLost` if the session ends on its own.
-        Only one View may run at a time per process (pyfuse3 limitation).
+        ``task_status.started()`` fires once the kernel has finished the first FUSE handshake,
+        i.e. requests are being answered. If the session later dies on its own (connection
+        aborted, unmounted from outside), the view mounts a new one at the same place and
+        re-binds it under every running container (:mod:`procfs.rebind`); with
+        ``remount=False`` it raises :class:`ViewLost` instead. The load-average sampler runs
+        beside the session. Only one View may run at a time per process (pyfuse3 limitation).
         """
         global _session_owner
         if _session_owner is not None:
             raise RuntimeError("a pyfuse3 session is already running in this process")
         _session_owner = self
+        created = not self._mountpoint.exists()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._sample_loads)
+                on_ready: Callable[[], None] = task_status.started
+                while True:
+                    try:
+                        await self._session(on_ready)
+                    except ViewLost as exc:
+                        if not self.remount:
+                            raise
+                        self.remounts += 1
+                        log.error("procfs view: %s; mounting a new session (#%d)",
+                                  exc, self.remounts)
+                        await anyio.sleep(min(0.05 * self.remounts, 1.0))
+                        on_ready = functools.partial(tg.start_soon, self._rebind_all)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if created:
+                    try:
+                        self._mountpoint.rmdir()
+                    except OSError as exc:
+                        log.warning("procfs view: cannot remove %s: %s", self._mountpoint, exc)
+                _session_owner = None
+
+    async def _session(self, on_ready: Callable[[], None]) -> None:
+        """One pyfuse3 session: mount, serve, always unmount. ViewLost if it ends by itself."""
         self._stopping = False
+        self._lost = False
         self._ready = anyio.Event()
         mounted = False
-        created = not self._mountpoint.exists()
         try:
             self._mountpoint.mkdir(mode=0o755, parents=True, exist_ok=True)
             options = {
@@ -243,7 +287,7 @@ class View:
                 try:
                     with anyio.fail_after(10):
                         await self._ready.wait()
-                    task_status.started()
+                    on_ready()
                     await anyio.sleep_forever()
                 finally:
                     self._terminate()
@@ -251,14 +295,14 @@ class View:
             with anyio.CancelScope(shield=True):
                 if mounted:
                     pyfuse3.close(unmount=True)
-                if created:
-                    try:
-                        self._mountpoint.rmdir()
-                    except OSError as exc:
-                        log.warning("procfs view: cannot remove %s: %s", self._mountpoint, exc)
+                    if self._lost:
+                        # libfuse skips the unmount of an aborted connection: detach the
+                        # dead mount ourselves (no FUSE request involved), or the next
+                        # session would stack on top of it.
+                        with contextlib.suppress(OSError):
+                            mounts.umount(str(self._mountpoint))
                 self._open_files.clear()
                 self._open_dirs.clear()
-                _session_owner = None
 
     async def _serve(self, scope: anyio.CancelScope) -> None:
         # Shielded: cancelling pyfuse3.main() only cancels its outer task, orphaning the worker
@@ -266,6 +310,7 @@ class View:
         with anyio.CancelScope(shield=True):
             await pyfuse3.main()
         if not self._stopping:
+            self._lost = True
             scope.cancel()
             raise ViewLost(f"FUSE session at {self._mountpoint} ended unexpectedly")
 
@@ -275,6 +320,37 @@ class View:
         # exit flag after its current request.
         with contextlib.suppress(asyncio.InvalidStateError):
             pyfuse3.terminate()
+
+    async def _rebind_all(self) -> None:
+        """Give every running container the new session (one helper process each)."""
+        for c in list(self._containers.values()):
+            if c.init_pid is None or not c.files:
+                continue
+            try:
+                done = await rebind.rebind(c.init_pid, c.files)
+                log.info("procfs view: re-bound %s in %s", done, c.key)
+            except (OSError, TimeoutError) as exc:
+                log.error("procfs view: cannot re-bind the view of %s: %s", c.key, exc)
+        self.rebinds += 1
+
+    # --- load average -------------------------------------------------------------------------
+
+    def _sample(self, c: Container) -> None:
+        if c.ref is None:
+            return
+        try:
+            t = scan_tasks(c.ref)
+        except (OSError, LookupError, ValueError) as exc:
+            log.debug("procfs view: load sample of %s: %s", c.key, exc)
+            return
+        c.load.sample(t.running + t.blocked)
+
+    async def _sample_loads(self) -> None:
+        """Every 5 s like the kernel: runnable + uninterruptible threads of each container."""
+        while True:
+            await anyio.sleep(LOAD_INTERVAL)
+            for c in list(self._containers.values()):
+                self._sample(c)
 
     def _kernel_ready(self) -> None:
         if self._ready is not None:
@@ -288,7 +364,7 @@ class View:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
 
-    def _attrs(self, node: _Node) -> pyfuse3.EntryAttributes:
+    def _attrs(self, node: _Node, caller: int | None = None) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = node.inode
         a.generation = 0
@@ -301,23 +377,36 @@ class View:
         else:
             a.st_mode = _FILE_MODE
             a.st_nlink = 1
-            a.st_size = self._size(node)
+            a.st_size = self._size(node, caller)
         a.st_uid = a.st_gid = 0
         a.st_blksize = 4096
         a.st_blocks = 0
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = self._started_ns
         return a
 
-    def _render(self, node: _Node) -> bytes:
+    def _render(self, node: _Node, caller: int | None = None) -> bytes:
         assert node.file is not None and node.key is not None
         container = self._containers.get(node.key)
         if container is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        content = PRODUCERS[node.file](container.ref)
-        node.size, node.sized_at = len(content), time.monotonic()
+        content = PRODUCERS[node.file](container, caller)
+        node.content, node.sized_at, node.caller = content, time.monotonic(), caller
         return content
 
-    def _size(self, node: _Node) -> int:
+    def _content_for_open(self, node: _Node, caller: int) -> bytes:
+        """The rendering this caller's own stat/lookup just sized, else a fresh one.
+
+        sendfile/splice readers (busybox cat) read through the page cache, which stops at the
+        st_size the kernel got from the last getattr: a rendering that grew since (a counter
+        gained a digit) would be cut. A process that looks the file up and then opens it gets
+        the very bytes whose length it was told. A different process (runc stat-ing the bind
+        source while the limits were not set yet) gets a fresh rendering.
+        """
+        if caller == node.caller and time.monotonic() - node.sized_at < _TIMEOUT:
+            return node.content
+        return self._render(node, caller)
+
+    def _size(self, node: _Node, caller: int | None = None) -> int:
         """st_size = length of the current rendering (reused for one attr timeout).
 
         With direct_io, read(2) ignores st_size, but sendfile/splice users (busybox cat) stop
@@ -328,7 +417,7 @@ class View:
         if time.monotonic() - node.sized_at < _TIMEOUT:
             return node.size
         try:
-            return len(self._render(node))
+            return len(self._render(node, caller))
         except Exception as exc:
             log.debug("procfs view: sizing %s of %s: %s", node.file, node.key, exc)
             return 0
@@ -361,11 +450,11 @@ class _Operations(pyfuse3.Operations):
         inode = parent.children.get(name)
         if inode is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._v._attrs(self._v._node(inode))
+        return self._v._attrs(self._v._node(inode), ctx.pid)
 
     @_handler
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._v._attrs(self._v._node(inode))
+        return self._v._attrs(self._v._node(inode), ctx.pid)
 
     @_handler
     async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
@@ -405,7 +494,7 @@ class _Operations(pyfuse3.Operations):
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EACCES)
         # Render once per open: partial reads then see one consistent snapshot.
-        content = self._v._render(node)
+        content = self._v._content_for_open(node, ctx.pid)
         fh = next(self._v._handles)
         self._v._open_files[fh] = content
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)

@@ -17,8 +17,28 @@ PROC_ALLOWED = frozenset({
 })
 SYS_FILES = frozenset({"/sys/devices/system/cpu/online"})
 
-#: What the view renders today.
-DEFAULT_FILES = ("/proc/meminfo",)
+#: Every file the view renders, by the short name annotations use.
+FILE_NAMES = {
+    "meminfo": "/proc/meminfo",
+    "cpuinfo": "/proc/cpuinfo",
+    "stat": "/proc/stat",
+    "uptime": "/proc/uptime",
+    "loadavg": "/proc/loadavg",
+    "diskstats": "/proc/diskstats",
+    "swaps": "/proc/swaps",
+    "slabinfo": "/proc/slabinfo",
+    "cpu-online": "/sys/devices/system/cpu/online",
+}
+#: Virtualized unless annotations say otherwise: all of them, as lxcfs setups bind them all.
+DEFAULT_FILES = tuple(FILE_NAMES.values())
+
+#: Per-container selection (OCI annotations; Kubernetes pods reach them through containerd's
+#: ``pod_annotations`` passthrough). Lists are comma- or space-separated short names
+#: (:data:`FILE_NAMES`) or container paths.
+ANNOTATION_FILES = "io.containerd.lxcfs.files"  # exactly these files instead of the defaults
+ANNOTATION_DISABLE = "io.containerd.lxcfs.disable"  # "true"/"all": none; else names to drop
+_ALL = frozenset({"true", "all", "*", "1", "yes"})
+_NONE = frozenset({"false", "none", "0", "no", ""})
 
 
 class SpecError(ValueError):
@@ -62,10 +82,49 @@ def has_private_pid_ns(spec: Mapping[str, Any]) -> bool:
     return any(ns.get("type") == "pid" and not ns.get("path") for ns in namespaces)
 
 
+def _file_list(value: str, annotation: str) -> list[str]:
+    out = []
+    for word in value.replace(",", " ").split():
+        path = FILE_NAMES.get(word, word)
+        if path not in FILE_NAMES.values():
+            known = ", ".join(FILE_NAMES)
+            raise SpecError(f"{annotation}: unknown file {word!r} (known: {known})")
+        out.append(path)
+    return out
+
+
+def selected_files(spec: Mapping[str, Any]) -> list[str]:
+    """The files the annotations ask for (defaults: :data:`DEFAULT_FILES`).
+
+    Raises SpecError on names it does not know: a typo must not silently give the host view.
+    """
+    notes = annotations(spec)
+    files = list(DEFAULT_FILES)
+    if ANNOTATION_FILES in notes:
+        files = _file_list(str(notes[ANNOTATION_FILES]), ANNOTATION_FILES)
+    disable = str(notes.get(ANNOTATION_DISABLE, "")).strip()
+    if disable.lower() in _ALL:
+        return []
+    if disable.lower() not in _NONE:
+        dropped = set(_file_list(disable, ANNOTATION_DISABLE))
+        files = [f for f in files if f not in dropped]
+    return list(dict.fromkeys(files))
+
+
 def wanted_files(spec: Mapping[str, Any]) -> list[str]:
-    """Files to virtualize that the user has not mounted something of their own over."""
-    taken = {os.path.normpath(m.get("destination", "")) for m in spec.get("mounts") or []}
-    return [f for f in DEFAULT_FILES if f not in taken]
+    """Files to virtualize: the selection, minus targets the user has mounted something of
+    their own over, minus files whose filesystem the container does not mount (a bind onto
+    /sys/... without a sysfs at /sys would create the path in the image instead)."""
+    mounts = spec.get("mounts") or []
+    taken = {os.path.normpath(m.get("destination", "")) for m in mounts}
+    types = {os.path.normpath(m.get("destination", "")): m.get("type") for m in mounts}
+    out = []
+    for f in selected_files(spec):
+        top = "/" + f.split("/")[1]
+        if f in taken or types.get(top) not in ("proc", "sysfs"):
+            continue
+        out.append(f)
+    return out
 
 
 def add_view_mounts(spec: dict[str, Any], sources: Mapping[str, str]) -> list[str]:

@@ -32,7 +32,8 @@ def test_bind_is_appended_after_proc_read_only() -> None:
 def test_users_own_mount_is_left_alone() -> None:
     own = {"destination": "/proc/meminfo", "type": "bind", "source": "/var/lib/lxcfs/proc/meminfo"}
     s = _spec(own)
-    assert spec.wanted_files(s) == []
+    assert "/proc/meminfo" not in spec.wanted_files(s)
+    assert "/proc/cpuinfo" in spec.wanted_files(s)
     assert spec.add_view_mounts(s, {"/proc/meminfo": "/run/v/c1/proc/meminfo"}) == []
     assert s["mounts"][-1] is own
 
@@ -66,3 +67,56 @@ def test_save_round_trips(tmp_path) -> None:
     s = _spec()
     spec.save(str(tmp_path), s)
     assert json.loads((tmp_path / "config.json").read_text()) == s
+
+
+def _sys_spec(annotations: dict[str, str] | None = None) -> dict:
+    s = _spec({"destination": "/sys", "type": "sysfs", "source": "sysfs"})
+    s["annotations"].update(annotations or {})
+    return s
+
+
+def test_defaults_are_every_file() -> None:
+    assert spec.wanted_files(_sys_spec()) == list(spec.DEFAULT_FILES)
+    assert set(spec.DEFAULT_FILES) <= spec.PROC_ALLOWED | spec.SYS_FILES
+    assert len(spec.DEFAULT_FILES) == 9
+
+
+def test_no_sysfs_no_cpu_online() -> None:
+    # Binding onto /sys/... without a sysfs there would create the path in the image.
+    assert "/sys/devices/system/cpu/online" not in spec.wanted_files(_spec())
+    assert "/proc/stat" in spec.wanted_files(_spec())
+
+
+@pytest.mark.parametrize(("value", "files"), [
+    ("meminfo,cpuinfo", ["/proc/meminfo", "/proc/cpuinfo"]),
+    ("meminfo cpu-online /proc/uptime", ["/proc/meminfo", "/sys/devices/system/cpu/online",
+                                         "/proc/uptime"]),
+    ("", []),
+    ("stat,stat", ["/proc/stat"]),
+])
+def test_files_annotation_replaces_defaults(value: str, files: list[str]) -> None:
+    assert spec.wanted_files(_sys_spec({spec.ANNOTATION_FILES: value})) == files
+
+
+@pytest.mark.parametrize("value", ["true", "all", "TRUE", "*"])
+def test_disable_all(value: str) -> None:
+    assert spec.wanted_files(_sys_spec({spec.ANNOTATION_DISABLE: value})) == []
+
+
+def test_disable_some_and_combined_with_files() -> None:
+    s = _sys_spec({spec.ANNOTATION_DISABLE: "loadavg, /proc/slabinfo"})
+    got = spec.wanted_files(s)
+    assert "/proc/loadavg" not in got and "/proc/slabinfo" not in got
+    assert len(got) == 7
+    s = _sys_spec({spec.ANNOTATION_FILES: "meminfo,stat", spec.ANNOTATION_DISABLE: "stat"})
+    assert spec.wanted_files(s) == ["/proc/meminfo"]
+    assert spec.wanted_files(_sys_spec({spec.ANNOTATION_DISABLE: "false"})) == list(
+        spec.DEFAULT_FILES)
+
+
+@pytest.mark.parametrize("key", [spec.ANNOTATION_FILES, spec.ANNOTATION_DISABLE])
+def test_unknown_names_fail_loudly(key: str) -> None:
+    with pytest.raises(spec.SpecError, match=f"{key}: unknown file 'memnifo'"):
+        spec.wanted_files(_sys_spec({key: "memnifo"}))
+    with pytest.raises(spec.SpecError, match="unknown file '/proc/pressure/cpu'"):
+        spec.wanted_files(_sys_spec({key: "/proc/pressure/cpu"}))

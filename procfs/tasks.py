@@ -1,0 +1,95 @@
+"""The container's threads, as the host's /proc sees them: input of loadavg and /proc/stat.
+
+Threads come from the cgroup (v1 ``tasks``, v2 ``cgroup.threads``) and its descendants, so
+processes in nested cgroups (systemd in a container, pods) count. Threads that exit while
+being scanned are skipped: a scan is a best-effort snapshot, like the kernel's own counters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from procfs.cgroups import CgroupRef
+from procfs.snapshot import TaskCounts
+
+HOST_PROC = Path("/proc")
+#: Depth limit for the descendant walk (lxcfs stops at 3; nested runtimes go deeper).
+MAX_DEPTH = 8
+
+
+def cgroup_threads(ref: CgroupRef, controller: str = "cpu") -> list[int]:
+    """Host tids of every thread in the container's cgroup and its descendants."""
+    top = ref.dir(controller)
+    if top is None:
+        raise LookupError(f"no {controller} cgroup known for this container")
+    name = "tasks" if ref.version(controller) == 1 else "cgroup.threads"
+    tids: list[int] = []
+    stack = [(top, 0)]
+    while stack:
+        d, depth = stack.pop()
+        try:
+            tids.extend(int(t) for t in (d / name).read_text().split())
+            if depth < MAX_DEPTH:
+                with os.scandir(d) as it:
+                    stack.extend((Path(e.path), depth + 1) for e in it if e.is_dir())
+        except FileNotFoundError:
+            if d == top:
+                raise
+    return tids
+
+
+def thread_state(tid: int, proc: Path = HOST_PROC) -> str | None:
+    """Scheduler state letter (``R``, ``S``, ``D``...) or None if the thread is gone."""
+    try:
+        data = (proc / str(tid) / "stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm may contain spaces and parentheses: the state follows the last ')'.
+    rest = data[data.rfind(b")") + 2 :]
+    return chr(rest[0]) if rest else None
+
+
+def _status(tid: int, proc: Path) -> dict[str, str]:
+    out = {}
+    try:
+        text = (proc / str(tid) / "status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return out
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+def scan_tasks(
+    ref: CgroupRef, *, ctxt: bool = False, caller: int | None = None, proc: Path = HOST_PROC
+) -> TaskCounts:
+    """Count the container's threads by state; ``ctxt`` also sums context switches (costs a
+    status read per thread, so only /proc/stat asks for it). ``caller`` (a tid waiting for
+    this very FUSE request, so in D state) counts as running."""
+    tids = cgroup_threads(ref)
+    threads = running = blocked = switches = 0
+    for tid in tids:
+        state = "R" if tid == caller else thread_state(tid, proc)
+        if state is None:
+            continue
+        threads += 1
+        running += state == "R"
+        blocked += state == "D"
+        if ctxt:
+            st = _status(tid, proc)
+            switches += int(st.get("voluntary_ctxt_switches", 0))
+            switches += int(st.get("nonvoluntary_ctxt_switches", 0))
+    last_pid = 0
+    if tids:
+        nspid = _status(max(tids), proc).get("NSpid", "").split()
+        last_pid = int(nspid[-1]) if nspid else 0
+    return TaskCounts(threads, running, blocked, last_pid, switches)
+
+
+def start_ticks(pid: int, proc: Path = HOST_PROC) -> int:
+    """Field 22 of /proc/<pid>/stat: start time in clock ticks since host boot."""
+    data = (proc / str(pid) / "stat").read_bytes()
+    fields = data[data.rfind(b")") + 2 :].split()
+    return int(fields[19])

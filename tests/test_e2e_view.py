@@ -1,0 +1,103 @@
+"""The complete /proc view, live through containerd (cgroup v1 hybrid host) with limits set
+by `ctr run --memory-limit --cpus --cpuset-cpus`; parity with real lxcfs; execs; FUSE remount.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+import pytest
+from harness import LXCFS_RUNTIME, host_meminfo, parse_meminfo
+
+pytestmark = pytest.mark.e2e
+
+LIMIT = 256 * 1024 * 1024
+NCPU = os.cpu_count() or 1
+SEP = "=====8<====="
+FILES = ["/proc/meminfo", "/proc/cpuinfo", "/proc/stat", "/proc/uptime", "/proc/loadavg",
+         "/proc/diskstats", "/proc/swaps", "/proc/slabinfo", "/sys/devices/system/cpu/online"]
+
+
+def _explain(r) -> str:
+    return f"exit {r.returncode}\n--- stdout:\n{r.stdout}\n--- stderr:\n{r.stderr}"
+
+
+def cat_all(files: list[str] = FILES) -> str:
+    """Shell script printing each file after a separator line naming it."""
+    return "; ".join(f"echo '{SEP} {f}'; cat {f}" for f in files)
+
+
+def split_files(out: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for chunk in out.split(SEP + " ")[1:]:
+        name, _, body = chunk.partition("\n")
+        parts[name.strip()] = body
+    return parts
+
+
+def exec_sh(containerd, cid: str, script: str, timeout: float = 30):
+    eid = f"x{time.monotonic_ns() % 10**9}"
+    return containerd.ctr("task", "exec", "--exec-id", eid, cid, "/bin/sh", "-c", script,
+                          timeout=timeout)
+
+
+def cgroup_dir(pid: int, controller: str) -> str:
+    for line in open(f"/proc/{pid}/cgroup").read().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if controller in ctrls.split(","):
+            return f"/sys/fs/cgroup/{controller}{path}"
+    raise LookupError(controller)
+
+
+def start(containerd, rootfs, cid, *args: str, cmd=("/bin/sleep", "1000")) -> int:
+    r = containerd.run_detached(LXCFS_RUNTIME, rootfs, cid, *cmd, ctr_args=args)
+    assert r.returncode == 0, _explain(r)
+    assert containerd.wait_status(cid, "RUNNING", timeout=20), containerd.tasks()
+    return containerd.tasks()[cid][0]
+
+
+@pytest.fixture
+def limited(containerd, busybox_rootfs, cid):
+    """A detached lxcfs-runtime container: 256 MiB, 0.5 CPU (sleeping PID 1)."""
+    start(containerd, busybox_rootfs, cid, "--memory-limit", str(LIMIT), "--cpus", "0.5")
+    yield cid
+    containerd.force_remove(cid)
+
+
+def test_every_file_is_the_containers(containerd, limited):
+    r = exec_sh(containerd, limited, cat_all())
+    assert r.returncode == 0, _explain(r)
+    files = split_files(r.stdout)
+    assert set(files) == set(FILES), r.stdout
+    print(r.stdout)
+
+    mem = parse_meminfo(files["/proc/meminfo"])
+    assert mem["MemTotal"] == LIMIT // 1024
+    assert 0 < mem["MemFree"] <= mem["MemAvailable"] <= mem["MemTotal"]
+    assert set(mem) == set(host_meminfo())  # every host line, in the host's shape
+
+    # --cpus 0.5 → one CPU, the cpuset's, renumbered 0
+    procs = re.findall(r"^processor\s*:\s*(\d+)$", files["/proc/cpuinfo"], re.M)
+    assert procs == ["0"], files["/proc/cpuinfo"]
+    assert files["/sys/devices/system/cpu/online"] == "0\n"
+    cpu_lines = [ln for ln in files["/proc/stat"].splitlines() if ln.startswith("cpu")]
+    assert [ln.split()[0] for ln in cpu_lines] == ["cpu", "cpu0"]
+    stat = dict(ln.split(None, 1) for ln in files["/proc/stat"].splitlines())
+    host_btime = int(open("/proc/stat").read().split("btime ")[1].split()[0])
+    up = float(files["/proc/uptime"].split()[0])
+    assert 0 <= up < 120, files["/proc/uptime"]
+    assert abs(int(stat["btime"]) - (time.time() - up)) <= 2
+    assert int(stat["btime"]) > host_btime
+    assert int(stat["procs_running"]) >= 1
+    assert int(stat["processes"]) < 50  # pids in the container's namespace, not the host's
+    load = files["/proc/loadavg"].split()
+    running, total = map(int, load[3].split("/"))
+    assert 1 <= running <= total <= 10, files["/proc/loadavg"]
+    assert int(load[4]) < 50
+    assert files["/proc/swaps"].startswith("Filename")
+    assert files["/proc/slabinfo"].startswith("slabinfo - version")
+    # diskstats: only devices the container did IO on (none yet, or few)
+    for line in files["/proc/diskstats"].splitlines():
+        assert len(line.split()) == len(open("/proc/diskstats").readline().split())
