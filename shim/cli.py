@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     flag("bundle", default="", help="bundle path (delete)")
     flag("socket", default="", help="serve on this unix socket instead of inherited fd 3")
     flag("group", default="", help=argparse.SUPPRESS)
+    flag("task-api", dest="task_api", default="v2", help=argparse.SUPPRESS)  # set by start
     flag("debug", action="store_true", help="debug logging")
     flag("v", dest="version", action="store_true", help="print the version and exit")
     flag("version", dest="version", action="store_true", help=argparse.SUPPRESS)

@@ -13,18 +13,19 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import anyio.abc
 
 from procfs.view import View
-from shim import logs
+from shim import config, logs
 from shim.events import Publisher
 from shim.identity import socket_path, state_dir
 from shim.reaper import Reaper, become_subreaper
 from shim.service import TaskService
-from shim.transport import task_services
+from shim.transport import task_methods, task_services
 from shim.ttrpc.server import TtrpcServer
 
 log = logging.getLogger("shim")
@@ -60,9 +61,10 @@ async def _serve(args: argparse.Namespace) -> None:
             await tg.start(publisher.run)
             service = TaskService(namespace=args.namespace, reaper=reaper, view=view,
                                   publisher=publisher, task_group=tg, on_idle=idle.set)
-            await tg.start(TtrpcServer(task_services(service)).serve, sock)
+            await tg.start(_task_server(args.task_api, service), sock)
             tg.start_soon(_on_signals, idle)
-            log.info("serving on %s, view at %s", path, view.mountpoint)
+            log.info("serving task API %s on %s, view at %s", args.task_api, path,
+                     view.mountpoint)
             await idle.wait()
             await publisher.flush()
             await anyio.sleep(_SHUTDOWN_GRACE)
@@ -72,8 +74,19 @@ async def _serve(args: argparse.Namespace) -> None:
         with contextlib.suppress(OSError):
             os.unlink(path)
         with contextlib.suppress(OSError):
+            os.unlink(os.path.join(state, config.RECORD))
+        with contextlib.suppress(OSError):
             os.rmdir(state)
         log.info("shim exited")
+
+
+def _task_server(task_api: str, service: TaskService) -> Callable[..., Awaitable[None]]:
+    """The Task service on the transport `start` chose; events use ttrpc Forward either way."""
+    if task_api == config.V3_GRPC:
+        from shim.grpc_transport import GrpcServer  # grpclib only when asked for
+
+        return GrpcServer(task_methods(service)).serve
+    return TtrpcServer(task_services(service)).serve
 
 
 async def _on_signals(idle: anyio.Event) -> None:

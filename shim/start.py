@@ -3,6 +3,9 @@
 containerd reads stdout and stderr *together* and waits for both to close, so this prints
 nothing but the address and the daemon gets /dev/null for its stdio (it logs to the bundle's
 `log` fifo). Stdlib only: this runs once per container on the create path.
+
+What it prints depends on the task API the operator chose (shim/config.py): the plain
+address by default, bootstrap JSON for containerd 2.x's v3 ttrpc or gRPC on request.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import socket
 import subprocess
 import sys
 
-from shim.identity import group_id, socket_path
+from shim import config
+from shim.identity import SHIM_NAME, group_id, socket_path, state_dir
 
 #: containerd's own start timeout is long; a live shim answers a connect at once.
 _PROBE_TIMEOUT = 0.1
@@ -98,21 +102,25 @@ def start(args: argparse.Namespace) -> int:
         print("start needs -namespace, -id and -address", file=sys.stderr)
         return 2
     bundle = os.getcwd()
-    if not sys.stdin.isatty():
-        sys.stdin.buffer.read()  # runtime options; the daemon reads them again from Create
+    try:
+        mode = config.resolve(config.read_stdin_options(), os.environ)
+    except config.ConfigError as e:
+        print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
+        return 1
     group = group_id(args.id, _annotations(bundle))
     path = socket_path(args.address, args.namespace, group)
-    address = "unix://" + path
+    state = state_dir(args.address, args.namespace, group)
     sock = _bind(path)
     if sock is None:
-        _write_address(bundle, address)
-        print(address)
+        # The group's shim already runs: print what *it* serves, whatever the setting is now.
+        _answer(bundle, config.read_record(state) or config.V2, path)
         return 0
     try:
+        config.write_record(state, mode)
         if sock.fileno() != 3:
             os.dup2(sock.fileno(), 3)
         cmd = [*_self_command(), "-namespace", args.namespace, "-id", args.id,
-               "-address", args.address, "-group", group]
+               "-address", args.address, "-group", group, "-task-api", mode]
         if args.publish_binary:
             cmd += ["-publish-binary", args.publish_binary]
         if args.debug:
@@ -133,6 +141,17 @@ def start(args: argparse.Namespace) -> int:
         sock.close()
     child.returncode = 0  # never waited for: the daemon outlives us (stops Popen's reaping)
     _copy_oom_score(child.pid)
-    _write_address(bundle, address)
-    print(address)
+    _answer(bundle, mode, path)
     return 0
+
+
+def _answer(bundle: str, mode: str, path: str) -> None:
+    """Write `<bundle>/address` where containerd may read it, and print the start output.
+
+    containerd 1.6/1.7 reconnect after a restart from `address` (ttrpc); 2.x reads its own
+    bootstrap.json and falls back to `address` as a v2 ttrpc address, which a gRPC-only
+    shim cannot answer: no `address` file then.
+    """
+    if mode != config.V3_GRPC:
+        _write_address(bundle, "unix://" + path)
+    print(config.start_output(mode, path))
