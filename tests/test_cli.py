@@ -54,3 +54,115 @@ def test_version_and_help() -> None:
     out = subprocess.run([sys.executable, "-m", "shim", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "start" in out and "delete" in out
+
+
+# --------------------------------------------------------------------------- task API setting
+
+
+def _runtimeoptions(*, body: str = "", path: str = "") -> bytes:
+    from betterproto.lib.google.protobuf import Any
+
+    from protos.gen.runtimeoptions import v1 as runtimeoptions
+
+    opts = runtimeoptions.Options(config_path=path, config_body=body.encode())
+    return bytes(Any(type_url="runtimeoptions.v1.Options", value=bytes(opts)))
+
+
+def test_task_api_default_env_and_options(tmp_path) -> None:
+    import pytest
+
+    from shim import config
+
+    assert config.resolve(b"", {}) == config.V2
+    assert config.resolve(b"", {config.ENV: "v3-ttrpc"}) == config.V3_TTRPC
+    body = _runtimeoptions(body='SystemdCgroup = true\ntask_api = "v3-grpc"\n')
+    assert config.resolve(body, {}) == config.V3_GRPC
+    (tmp_path / "shim.toml").write_text('task_api = "v3-ttrpc"\n')
+    by_path = _runtimeoptions(path=str(tmp_path / "shim.toml"))
+    assert config.resolve(by_path, {}) == config.V3_TTRPC
+    # per-runtime options beat the shim-wide environment; config_body beats config_path
+    assert config.resolve(body, {config.ENV: "v2"}) == config.V3_GRPC
+    both = _runtimeoptions(body='task_api = "v2"\n', path=str(tmp_path / "shim.toml"))
+    assert config.resolve(both, {config.ENV: "v3-grpc"}) == config.V2
+    # options without the key, runc Options, and bytes that are no Any leave the choice open
+    assert config.resolve(_runtimeoptions(body="BinaryName = 'runc'\n"),
+                          {config.ENV: "v3-grpc"}) == config.V3_GRPC
+    runc = bytes(wire.bytes_field(1, b"containerd.runc.v1.Options")
+                 + wire.bytes_field(2, wire.bytes_field(6, b"runc")))
+    assert config.resolve(runc, {}) == config.V2
+    assert config.resolve(b"\xff\x00garbage", {}) == config.V2
+    for bad_options, env in ((b"", {config.ENV: "v3"}),
+                             (_runtimeoptions(body="task_api = 3\n"), {}),
+                             (_runtimeoptions(body="task_api = [\n"), {}),
+                             (_runtimeoptions(path=str(tmp_path / "nope.toml")), {})):
+        with pytest.raises(config.ConfigError):
+            config.resolve(bad_options, env)
+
+
+def test_start_output_per_task_api() -> None:
+    """What containerd's parseStartResponse accepts: plain ttrpc, or JSON version 3."""
+    import json
+
+    from shim import config
+
+    path = "/run/containerd/s/abc"
+    assert config.start_output(config.V2, path) == "unix:///run/containerd/s/abc"
+    assert json.loads(config.start_output(config.V3_TTRPC, path)) == {
+        "version": 3, "address": "unix:///run/containerd/s/abc", "protocol": "ttrpc"}
+    # gRPC: containerd 2.x dials the address with net.Dial("unix", ...): a bare path
+    assert json.loads(config.start_output(config.V3_GRPC, path)) == {
+        "version": 3, "address": "/run/containerd/s/abc", "protocol": "grpc"}
+
+
+# --------------------------------------------------------------------------- -info
+
+
+def _info(stdin: bytes = b"", env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`<shim> -info` exactly as containerd 2.x runs it: only the flag, no bundle cwd."""
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if k != "CONTAINERD_SHIM_LXCFS_TASK_API"}
+    return subprocess.run([sys.executable, "-m", "shim", "-info"], input=stdin, cwd="/",
+                          capture_output=True, env={**environ, **(env or {})}, timeout=30)
+
+
+def test_info_prints_runtime_info_with_runc_features() -> None:
+    import json
+
+    from protos.gen.containerd.types import RuntimeInfo
+    from shim import info
+
+    done = _info()
+    assert done.returncode == 0, done.stderr
+    parsed = RuntimeInfo().parse(done.stdout)
+    assert parsed.name == identity.RUNTIME_NAME
+    assert parsed.version.version == identity.__version__
+    assert parsed.features.type_url == info.FEATURES_TYPE
+    runc_features = subprocess.run(["runc", "features"], capture_output=True, check=True)
+    assert json.loads(parsed.features.value) == json.loads(runc_features.stdout)
+    assert parsed.annotations[info.ANNOTATION_TASK_API] == "v2"
+    assert parsed.annotations[info.ANNOTATION_RUNC].endswith("/runc")
+    assert not parsed.options.type_url  # no options in, none echoed
+
+
+def test_info_echoes_options_and_reports_the_task_api() -> None:
+    from protos.gen.containerd.types import RuntimeInfo
+    from shim import info
+
+    options = _runtimeoptions(body='task_api = "v3-grpc"\n')
+    done = _info(options)
+    assert done.returncode == 0, done.stderr
+    parsed = RuntimeInfo().parse(done.stdout)
+    assert bytes(parsed.options) == options
+    assert parsed.annotations[info.ANNOTATION_TASK_API] == "v3-grpc"
+    done = _info(env={"CONTAINERD_SHIM_LXCFS_TASK_API": "v3-ttrpc"})
+    assert RuntimeInfo().parse(done.stdout).annotations[info.ANNOTATION_TASK_API] == "v3-ttrpc"
+
+
+def test_info_fails_without_the_runc_binary() -> None:
+    """As the Go runc shim: a runtime that cannot run containers must not look healthy."""
+    runc_options = (wire.bytes_field(1, b"containerd.runc.v1.Options")
+                    + wire.bytes_field(2, wire.bytes_field(6, b"no-such-runc-binary")))
+    done = _info(runc_options)
+    assert done.returncode == 1 and not done.stdout
+    assert b"no-such-runc-binary" in done.stderr
