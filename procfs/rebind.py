@@ -32,10 +32,13 @@ log = logging.getLogger(__name__)
 TIMEOUT = 10.0
 
 
-def _fuse_mounts_at(target: str) -> int:
-    """How many FUSE mounts are stacked at ``target`` in this process's namespace."""
+def _fuse_mounts_at(pid: int, target: str) -> int:
+    """How many FUSE mounts are stacked at ``target`` in ``pid``'s mount namespace.
+
+    Read from the host's /proc before entering: inside, /proc is the container's procfs,
+    where this helper (another pid namespace) has no /proc/self."""
     count = 0
-    with open("/proc/self/mountinfo") as f:
+    with open(f"/proc/{pid}/mountinfo") as f:
         for line in f:
             pre, _, post = line.partition(" - ")
             fields = pre.split()
@@ -49,11 +52,12 @@ def rebind_here(pid: int, pairs: list[tuple[str, str]]) -> list[str]:
     trees = [(mounts.open_tree_clone(src), target) for src, target in pairs]
     for fd, _ in trees:
         mounts.set_read_only(fd)
+    stale_at = {target: _fuse_mounts_at(pid, target) for _, target in trees}
     ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     mounts.setns_mnt(ns)
     done = []
     for fd, target in trees:
-        stale = _fuse_mounts_at(target)
+        stale = stale_at[target]
         if not stale:
             continue  # never bound here (the user's own mount, or skipped): leave it
         for _ in range(stale):

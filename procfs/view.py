@@ -291,6 +291,8 @@ class View:
                     await anyio.sleep_forever()
                 finally:
                     self._terminate()
+            if self._lost:  # raised here, not in the task group: no ExceptionGroup to unwrap
+                raise ViewLost(f"FUSE session at {self._mountpoint} ended unexpectedly")
         finally:
             with anyio.CancelScope(shield=True):
                 if mounted:
@@ -312,7 +314,6 @@ class View:
         if not self._stopping:
             self._lost = True
             scope.cancel()
-            raise ViewLost(f"FUSE session at {self._mountpoint} ended unexpectedly")
 
     def _terminate(self) -> None:
         self._stopping = True

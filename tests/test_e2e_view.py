@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -18,6 +19,11 @@ NCPU = os.cpu_count() or 1
 SEP = "=====8<====="
 FILES = ["/proc/meminfo", "/proc/cpuinfo", "/proc/stat", "/proc/uptime", "/proc/loadavg",
          "/proc/diskstats", "/proc/swaps", "/proc/slabinfo", "/sys/devices/system/cpu/online"]
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def _explain(r) -> str:
@@ -44,7 +50,7 @@ def exec_sh(containerd, cid: str, script: str, timeout: float = 30):
 
 
 def cgroup_dir(pid: int, controller: str) -> str:
-    for line in open(f"/proc/{pid}/cgroup").read().splitlines():
+    for line in read(f"/proc/{pid}/cgroup").splitlines():
         _, ctrls, path = line.split(":", 2)
         if controller in ctrls.split(","):
             return f"/sys/fs/cgroup/{controller}{path}"
@@ -85,7 +91,7 @@ def test_every_file_is_the_containers(containerd, limited):
     cpu_lines = [ln for ln in files["/proc/stat"].splitlines() if ln.startswith("cpu")]
     assert [ln.split()[0] for ln in cpu_lines] == ["cpu", "cpu0"]
     stat = dict(ln.split(None, 1) for ln in files["/proc/stat"].splitlines())
-    host_btime = int(open("/proc/stat").read().split("btime ")[1].split()[0])
+    host_btime = int(read("/proc/stat").split("btime ")[1].split()[0])
     up = float(files["/proc/uptime"].split()[0])
     assert 0 <= up < 120, files["/proc/uptime"]
     assert abs(int(stat["btime"]) - (time.time() - up)) <= 2
@@ -100,4 +106,81 @@ def test_every_file_is_the_containers(containerd, limited):
     assert files["/proc/slabinfo"].startswith("slabinfo - version")
     # diskstats: only devices the container did IO on (none yet, or few)
     for line in files["/proc/diskstats"].splitlines():
-        assert len(line.split()) == len(open("/proc/diskstats").readline().split())
+        assert len(line.split()) == len(read("/proc/diskstats").splitlines()[0].split())
+
+
+# --------------------------------------------------------------------------- execs and remount
+
+
+def test_execs_see_the_view_and_each_container_its_own(containerd, busybox_rootfs, limited):
+    """Two containers (one shim each) at once: each exec sees its own limits."""
+    other = containerd.new_id("view-other")
+    try:
+        start(containerd, busybox_rootfs, other, "--memory-limit", str(LIMIT // 2))
+        for cid, limit in ((limited, LIMIT), (other, LIMIT // 2)):
+            r = exec_sh(containerd, cid, "head -n 1 /proc/meminfo; cat /proc/meminfo")
+            assert r.returncode == 0, _explain(r)
+            assert parse_meminfo(r.stdout)["MemTotal"] == limit // 1024
+    finally:
+        containerd.force_remove(other)
+
+
+def _shim_log(containerd, word: str) -> str:
+    return "\n".join(ln for ln in containerd.log_path.read_text().splitlines() if word in ln)
+
+
+def _fuse_conn_of(pid: int, target: str) -> str:
+    """fusectl connection (minor device number) of the FUSE mount at `target` in pid's ns."""
+    for line in read(f"/proc/{pid}/mountinfo").splitlines():
+        f = line.split()
+        if f[4] == target and " - fuse" in line:
+            found = f[2].split(":")[1]
+    return found
+
+
+@pytest.fixture
+def fusectl(tmp_path):
+    system = "/sys/fs/fuse/connections"
+    if any(ln.split()[4] == system for ln in read("/proc/self/mountinfo").splitlines()):
+        yield system
+        return
+    mnt = tmp_path / "fusectl"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "fusectl", "fusectl", str(mnt)], check=True)
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_view_survives_an_aborted_fuse_connection(containerd, limited, fusectl):
+    pid = containerd.tasks()[limited][0]
+    conn = _fuse_conn_of(pid, "/proc/meminfo")
+    with open(f"{fusectl}/{conn}/abort", "w") as f:
+        f.write("1")
+    # Readers never hang: a read right after the abort answers (an error, or the new view).
+    r = exec_sh(containerd, limited, "cat /proc/meminfo >/dev/null; echo rc=$?", timeout=20)
+    assert "rc=" in r.stdout, _explain(r) + containerd.log_tail(40)
+
+    deadline = time.monotonic() + 20
+    while True:
+        r = exec_sh(containerd, limited, cat_all(), timeout=20)
+        files = split_files(r.stdout)
+        if r.returncode == 0 and set(files) == set(FILES):
+            break
+        assert time.monotonic() < deadline, (
+            f"view did not come back:\n{_explain(r)}" + _shim_log(containerd, "procfs"))
+        time.sleep(0.5)
+    assert parse_meminfo(files["/proc/meminfo"])["MemTotal"] == LIMIT // 1024
+    assert files["/sys/devices/system/cpu/online"] == "0\n"
+    new = _fuse_conn_of(pid, "/proc/meminfo")
+    assert new != conn
+    # exactly one FUSE mount per file again (the stale one is gone), still read-only
+    lines = [ln for ln in read(f"/proc/{pid}/mountinfo").splitlines()
+             if ln.split()[4] == "/proc/meminfo"]
+    assert len([ln for ln in lines if " - fuse" in ln]) == 1, lines
+    fuse_line = next(ln for ln in lines if " - fuse" in ln)
+    assert "ro" in fuse_line.split()[5].split(","), fuse_line
+    # and it keeps working for a new exec
+    r = exec_sh(containerd, limited, "grep MemTotal /proc/meminfo")
+    assert str(LIMIT // 1024) in r.stdout, _explain(r)
