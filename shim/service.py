@@ -16,6 +16,7 @@ import shutil
 import signal
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from protos.gen.containerd.runc import v1 as runc_opts
 from protos.gen.containerd.task import v2 as api
 from protos.gen.containerd.types import Mount
 from protos.gen.containerd.v1 import types as v1types
+from protos.gen.runtimeoptions import v1 as runtimeoptions
 from shim import mountutil, oom, spec, stats
 from shim.errors import RpcError
 from shim.events import Publisher
@@ -84,7 +86,36 @@ class RuncOptions:
             return cls(o.binary_name, o.root, o.systemd_cgroup, o.no_pivot_root,
                        o.no_new_keyring, o.shim_cgroup, o.io_uid, o.io_gid,
                        o.criu_image_path, o.criu_work_path)
-        return cls()  # runtimeoptions.v1.Options and others: defaults for now
+        if options.type_url.rsplit("/", 1)[-1] == "runtimeoptions.v1.Options":
+            return cls.from_runtimeoptions(runtimeoptions.Options().parse(options.value))
+        return cls()
+
+    @classmethod
+    def from_runtimeoptions(cls, o: runtimeoptions.Options) -> RuncOptions:
+        """CRI (and `ctr --runtime-config-path`) configure non-runc runtimes with a TOML file
+        (or, in 2.x, its body): the keys of runc's Options table (`BinaryName`, `Root`,
+        `SystemdCgroup`, ...) carry over unchanged."""
+        try:
+            if o.config_body:
+                table = tomllib.loads(bytes(o.config_body).decode())
+            elif o.config_path:
+                with open(o.config_path, "rb") as f:
+                    table = tomllib.load(f)
+            else:
+                return cls()
+        except (OSError, ValueError) as e:
+            raise RpcError.invalid_argument(f"runtime options {o.config_path}: {e}") from e
+        by_key = {k.replace("_", "").lower(): v for k, v in table.items()}
+        values = {}
+        for name, f in cls.__dataclass_fields__.items():
+            value = by_key.get(name.replace("_", "").lower())
+            if value is not None:
+                kind = type(f.default)
+                if not isinstance(value, kind):
+                    raise RpcError.invalid_argument(
+                        f"runtime options {o.config_path}: {name} must be {kind.__name__}")
+                values[name] = value
+        return cls(**values)
 
     def write(self, bundle: str) -> None:
         """`options.json` (Go JSON: snake_case, zero values left out) is what `delete` reads."""
