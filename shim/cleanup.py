@@ -94,6 +94,8 @@ def delete(args: argparse.Namespace) -> int:
                 mountutil.umount_all(view)
             except OSError as e:
                 _log(str(e))
+            with contextlib.suppress(OSError):  # the daemon's task-api record (shim/config.py)
+                os.unlink(os.path.join(state, "task-api"))
             for leftover in (view, state):  # rmdir, never a recursive walk into a mount
                 with contextlib.suppress(OSError):
                     os.rmdir(leftover)
