@@ -48,6 +48,8 @@ BUSYBOX_IMAGE = "registry.invalid/lxcfs-test/busybox:1"
 LIMIT = 128 * 1024 * 1024
 CPU_PERIOD, CPU_QUOTA = 100_000, 50_000  # 500m
 CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
+#: Every sandbox started (= the shim's group id, which names its socket and state dir).
+SANDBOX_IDS: list[str] = []
 
 CRI_CONFIG = """
 [plugins."io.containerd.grpc.v1.cri"]
@@ -150,6 +152,7 @@ def cri_containerd() -> Iterator[CriContainerd]:
                 leftovers.append(f"sandbox {p.id}")
                 client.stop_pod_sandbox(p.id)
                 client.remove_pod_sandbox(p.id)
+        c.issued_ids.extend(SANDBOX_IDS)
         try:
             c.cleanup_all()
         finally:
@@ -210,6 +213,7 @@ def start_pod(client: CriClient, name: str, annotations: dict[str, str] | None =
               handler: str = HANDLER) -> Pod:
     config = sandbox_config(name, annotations)
     sandbox_id = client.run_pod_sandbox(config, handler)
+    SANDBOX_IDS.append(sandbox_id)  # the shim group id: leak checks look for its state
     container_id = client.create_container(sandbox_id, container_config("main"), config)
     client.start_container(container_id)
     return Pod(sandbox_id, container_id, config)
@@ -307,6 +311,8 @@ def test_pod_lifecycle(client, cri_containerd, handler):
     assert pod.sandbox_id not in {p.id for p in client.list_pod_sandboxes()}
     assert wait_until(lambda: not cri_containerd.shim_processes(), 15, 0.2), (
         f"shims left: {cri_containerd.shim_processes()}")
+    # no shim socket, FUSE view mount or shim state dir of the pod's shim group
+    assert cri_containerd.wait_no_leaks_for(pod.sandbox_id) == []
     assert cri_containerd.tasks() == {}
     assert cri_containerd.containers() == []
     state = str(cri_containerd.state) + "/"
