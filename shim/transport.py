@@ -1,7 +1,8 @@
 """The Task service as a transport-neutral method table.
 
-ttrpc serves it as `containerd.task.v2.Task` and `containerd.task.v3.Task` (containerd 2.x):
-both packages define byte-identical messages, so the v2 classes decode either.
+ttrpc serves it as `containerd.task.v2.Task` and `containerd.task.v3.Task` (containerd 2.x),
+and shim/grpc_transport.py as gRPC `containerd.task.v3.Task`: both packages define
+byte-identical messages, so the v2 classes decode either on every transport.
 """
 
 from __future__ import annotations
