@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 
-from shim import config
+from shim import config, shimcgroup
 from shim.identity import SHIM_NAME, group_id, socket_path, state_dir
 
 #: containerd's own start timeout is long; a live shim answers a connect at once.
@@ -103,7 +103,8 @@ def start(args: argparse.Namespace) -> int:
         return 2
     bundle = os.getcwd()
     try:
-        mode = config.resolve(config.read_stdin_options(), os.environ)
+        raw_options = config.read_stdin_options()
+        mode = config.resolve(raw_options, os.environ)
     except config.ConfigError as e:
         print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
         return 1
@@ -140,6 +141,14 @@ def start(args: argparse.Namespace) -> int:
     finally:
         sock.close()
     child.returncode = 0  # never waited for: the daemon outlives us (stops Popen's reaping)
+    if cgroup := shimcgroup.from_options(raw_options):
+        try:
+            shimcgroup.apply(child.pid, cgroup)
+        except OSError as e:  # the Go shim fails start too
+            child.kill()
+            os.unlink(path)
+            print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
+            return 1
     _copy_oom_score(child.pid)
     _answer(bundle, mode, path)
     return 0

@@ -372,6 +372,39 @@ def test_runc_options_binary_and_root(containerd, busybox_rootfs, runtime, cid, 
     assert " create " in text and " delete " in text, text
 
 
+@pytest.mark.parametrize("runtime", [LXCFS_RUNTIME], ids=["lxcfs"])
+def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runtime, cid,
+                                                tmp_path):
+    """ShimCgroup / NoNewKeyring: ctr 1.6 has no flags for them, so only the TOML route
+    (what CRI uses for a non-runc runtime) reaches a shim; runc.v2 cannot be driven so."""
+    wrapper = tmp_path / "my-runc"
+    calls = tmp_path / "calls"
+    wrapper.write_text(RUNC_WRAPPER.format(log=calls))
+    wrapper.chmod(0o755)
+    group = f"shimcg-{os.getpid()}"
+    dirs = [Path("/sys/fs/cgroup", c, group) for c in ("memory", "pids")]
+    for d in dirs:
+        d.mkdir(exist_ok=True)
+    config = tmp_path / "runtime.toml"
+    config.write_text(f'BinaryName = "{wrapper}"\nShimCgroup = "/{group}"\n'
+                      'NoNewKeyring = true\n')
+    try:
+        r = containerd.run_detached(runtime, busybox_rootfs, cid, "/bin/sleep", "1000",
+                                    ctr_args=("--runtime-config-path", str(config)))
+        assert r.returncode == 0, _explain(r)
+        (shim_pid, _), = containerd.shim_processes(cid)
+        own = Path(f"/proc/{shim_pid}/cgroup").read_text()
+        assert f":memory:/{group}\n" in own, own
+        assert "--no-new-keyring" in calls.read_text()
+        _stop(containerd, cid)
+        assert not containerd.wait_no_leaks_for(cid, 10)
+    finally:
+        for d in dirs:
+            wait_until(lambda d=d: not (d / "tasks").read_text(), 10)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
 # --------------------------------------------------------------------------- grouping
 
 
