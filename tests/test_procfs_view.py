@@ -86,7 +86,8 @@ async def view(tmp_path: Path, fusectl: Path) -> AsyncIterator[View]:
         tg.cancel_scope.cancel()
     assert not mounted(v.mountpoint)
     assert not v.mountpoint.exists()
-    assert fuse_connections(fusectl) == before
+    # our connection is gone (others' shims on this host come and go concurrently)
+    assert conn not in fuse_connections(fusectl)
 
 
 async def cat(path: str) -> subprocess.CompletedProcess[bytes]:
