@@ -33,7 +33,7 @@ static void reader(const char *path, long iterations, int go_fd, int out_fd) {
         long total = 0;
         ssize_t n;
         while ((n = read(fd, buf, sizeof buf)) > 0) total += n;
-        if (n < 0 || total == 0) errors++;
+        if (n < 0) errors++; /* an empty file is not an error: empty diskstats is legitimate */
         last = total;
         close(fd);
     }

@@ -180,6 +180,8 @@ def bench(env: Env) -> list[Row]:
                     target = "<= 0.5x" if f == "/proc/meminfo" and procs == 1 else "<= 1.0x"
                     err = errors[(f, "ours", procs)], errors.get((f, "lxcfs", procs), 0)
                     note = f"{rounds} rounds, {size[(f, 'ours')]} B"
+                    if (f, "lxcfs") in size:
+                        note += f" (lxcfs {size[(f, 'lxcfs')]} B)"
                     if bad and f == "/proc/meminfo":
                         note += f"; WRONG MemTotal from {bad}: {seen}"
                     if any(err):
