@@ -194,6 +194,10 @@ class View:
         c.ref = ref_from_proc(pid, self.hierarchies)
         c.init_pid = pid
         c.init_start = start_ticks(pid)
+        for inode in c.inodes:  # renderings made during runc create predate the limits
+            node = self._nodes.get(inode)
+            if node is not None:
+                node.sized_at, node.caller = float("-inf"), None
         self._sample(c)
 
     def remove(self, key: str) -> None:
@@ -391,7 +395,11 @@ class View:
         if container is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         content = PRODUCERS[node.file](container, caller)
-        node.content, node.sized_at, node.caller = content, time.monotonic(), caller
+        # Before set_init_pid the caller is `runc init` mounting the bind sources, *before* runc
+        # applies the cgroup limits, and that same pid then execs the container's command:
+        # never hand such an early rendering to it as "the bytes you sized".
+        owner = caller if container.init_pid is not None else None
+        node.content, node.sized_at, node.caller = content, time.monotonic(), owner
         return content
 
     def _content_for_open(self, node: _Node, caller: int) -> bytes:
@@ -403,7 +411,8 @@ class View:
         the very bytes whose length it was told. A different process (runc stat-ing the bind
         source while the limits were not set yet) gets a fresh rendering.
         """
-        if caller == node.caller and time.monotonic() - node.sized_at < _TIMEOUT:
+        if (node.caller is not None and caller == node.caller
+                and time.monotonic() - node.sized_at < _TIMEOUT):
             return node.content
         return self._render(node, caller)
 

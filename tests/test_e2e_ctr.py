@@ -148,3 +148,19 @@ def test_meminfo_without_limit_is_host(containerd, busybox_rootfs, runtime, cid)
     text, info = _meminfo_of(containerd, busybox_rootfs, runtime, cid)
     assert info["MemTotal"] == host_meminfo()["MemTotal"], text
     assert info["MemFree"] <= info["MemTotal"], text
+
+
+@pytest.mark.lxcfs_view
+def test_first_read_at_exec_shows_the_limit(containerd, busybox_rootfs, cid):
+    """The container's very first instruction reads the view (no shell in between).
+
+    runc's `init` stats the bind sources before runc applies the cgroup limits, and that same
+    pid then execs the command: a rendering made for the stat must not be served to it.
+    """
+    for attempt in range(8):
+        name = f"{cid}-{attempt}"
+        r = containerd.run(LXCFS_RUNTIME, busybox_rootfs, name, "/bin/head", "-1",
+                           "/proc/meminfo", ctr_args=("--memory-limit", str(LIMIT)), timeout=60)
+        assert r.returncode == 0, _explain(r)
+        assert r.stdout.split() == ["MemTotal:", str(LIMIT_KB), "kB"], (attempt, _explain(r))
+        assert not containerd.wait_no_leaks_for(name, timeout=10)
