@@ -11,13 +11,12 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 from shim import mountutil, wire
-from shim.identity import RUNC_ROOT, group_id, socket_path, state_dir
+from shim.identity import RUNC_ROOT, group_id, shim_alive, socket_path, state_dir
 
 _SIGKILL_STATUS = 128 + 9
 
@@ -37,18 +36,6 @@ def _runc_options(bundle: str) -> dict:
         return options if isinstance(options, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def _shim_alive(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(0.2)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
 
 
 def _log(message: str) -> None:
@@ -85,7 +72,7 @@ def delete(args: argparse.Namespace) -> int:
     if args.address and args.namespace and args.id:
         group = group_id(args.id, annotations)
         sock = socket_path(args.address, args.namespace, group)
-        if not _shim_alive(sock):
+        if not shim_alive(sock, 0.2):
             # the shim died: its FUSE view and socket are ours to remove
             state = state_dir(args.address, args.namespace, group)
             view = os.path.join(state, "view")

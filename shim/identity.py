@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 
 __version__ = "0.1.0"
 RUNTIME_NAME = "io.containerd.lxcfs.v2"
@@ -48,3 +49,16 @@ def socket_path(address: str, namespace: str, group: str) -> str:
 
 def state_dir(address: str, namespace: str, group: str) -> str:
     return os.path.join(STATE_DIR, shim_hash(address, namespace, group))
+
+
+def shim_alive(path: str, timeout: float = 0.1) -> bool:
+    """Whether a shim answers on `path`: a live one accepts a connect at once."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()

@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 from shim import config, shimcgroup
-from shim.identity import SHIM_NAME, group_id, socket_path, state_dir
+from shim.identity import SHIM_NAME, group_id, shim_alive, socket_path, state_dir
 
 #: containerd's own start timeout is long; a live shim answers a connect at once.
 _PROBE_TIMEOUT = 0.1
@@ -35,18 +35,6 @@ def _annotations(bundle: str) -> dict[str, str]:
     return annotations if isinstance(annotations, dict) else {}
 
 
-def _alive(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(_PROBE_TIMEOUT)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
 def _bind(path: str) -> socket.socket | None:
     """Bind the shim socket; None when a live shim already owns it."""
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
@@ -58,7 +46,7 @@ def _bind(path: str) -> socket.socket | None:
             sock.close()
             if e.errno != errno.EADDRINUSE:
                 raise
-            if _alive(path):
+            if shim_alive(path, _PROBE_TIMEOUT):
                 return None
             os.unlink(path)  # stale socket of a dead shim
             continue
