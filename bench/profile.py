@@ -26,7 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import HERE, LXCFS_RUNTIME, bench_env, production_like, progress
+from bench.common import HERE, LXCFS_RUNTIME, Env, bench_env, production_like, progress
 
 PY = sys.executable
 
@@ -119,7 +119,54 @@ def shim_profiles(tree: str | None, runs: int) -> str:
             body = buf.getvalue().splitlines()
             start = next((i for i, x in enumerate(body) if "ncalls" in x), 0)
             out += ["  " + x for x in body[start:] if x.strip()]
+        out.append(view_reads(env, prof_dir))
         return "\n".join(out)
+
+
+def view_reads(env: Env, prof_dir: Path, reads: int = 2000) -> str:
+    """Profile one shim serving `reads` open+read+close of /proc/meminfo: calls per read."""
+    from bench.view import start_container, vread
+
+    vdir = prof_dir / "view"
+    vdir.mkdir()
+    env.ctrd.env["BENCH_PROF_DIR"] = str(vdir)
+    env.ctrd.stop()
+    env.ctrd.start()
+    cid, pid = start_container(env, LXCFS_RUNTIME, "prof-view")
+    try:
+        ns = vread(pid, "/proc/meminfo", reads)[0]
+    finally:
+        env.remove_many([cid])
+    env.leaks()
+    files = glob.glob(str(vdir / "serve-*.prof"))
+    if not files:
+        return "\n## view reads: no profile written"
+    st = pstats.Stats(*files, stream=io.StringIO())
+    lines = [
+        f"\n## view: {reads} x open+read+close of /proc/meminfo, {ns / 1e3:.0f} µs each under "
+        "cProfile; calls and profiled µs per read of the busiest functions (by tottime):"
+    ]
+    rows = []
+    for (path, line, fn), (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        if nc >= reads // 2:
+            rows.append((tt, nc, ct, f"{Path(path).name}:{line}({fn})"))
+    for tt, nc, ct, where in sorted(rows, reverse=True)[:30]:
+        lines.append(
+            f"  {nc / reads:5.2f} calls  {tt * 1e6 / reads:7.1f} self  "
+            f"{ct * 1e6 / reads:7.1f} cum  {where}"
+        )
+    lines.append("  FUSE handlers and view code (procfs/, pyfuse3), by cumulative µs per read:")
+    own = [
+        (ct, nc, tt, f"{Path(path).parent.name}/{Path(path).name}:{line}({fn})")
+        for (path, line, fn), (_cc, nc, tt, ct, _callers) in st.stats.items()  # type: ignore[attr-defined]
+        if nc >= reads // 2 and ("procfs" in path or "pyfuse3" in path)
+    ]
+    for ct, nc, tt, where in sorted(own, reverse=True)[:20]:
+        lines.append(
+            f"  {nc / reads:5.2f} calls  {tt * 1e6 / reads:7.1f} self  "
+            f"{ct * 1e6 / reads:7.1f} cum  {where}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
