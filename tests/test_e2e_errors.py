@@ -60,6 +60,7 @@ def test_garbage_frame_closes_only_that_connection(containerd, busybox_rootfs, c
     pids = containerd.ctr("task", "ps", cid, timeout=20)
     assert pids.returncode == 0 and str(containerd.tasks()[cid][0]) in pids.stdout, pids.stderr
     assert containerd.ctr("task", "kill", "-s", "SIGKILL", cid, timeout=20).returncode == 0
+    assert containerd.wait_status(cid, "STOPPED")
     assert containerd.delete_task(cid) == 137
     assert containerd.ctr("container", "rm", cid, timeout=20).returncode == 0
 
@@ -109,5 +110,6 @@ def test_rpc_errors_carry_status_codes(containerd, busybox_rootfs, cid):
     assert isinstance(state, api.StateResponse)
     assert state.id == cid and state.pid == containerd.tasks()[cid][0]
     assert containerd.ctr("task", "kill", "-s", "SIGKILL", cid, timeout=20).returncode == 0
+    assert containerd.wait_status(cid, "STOPPED")
     assert containerd.delete_task(cid) == 137
     assert containerd.ctr("container", "rm", cid, timeout=20).returncode == 0
