@@ -7,16 +7,21 @@ always print a valid response. Stdlib only.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import os
-import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 from shim import mountutil, wire
-from shim.identity import RUNC_ROOT, group_id, shim_alive, socket_path, state_dir
+from shim.identity import (
+    RUNC_ROOT,
+    group_annotations,
+    group_id,
+    quietly,
+    shim_alive,
+    socket_path,
+    state_dir,
+)
 
 _SIGKILL_STATUS = 128 + 9
 
@@ -30,12 +35,17 @@ def _read(path: str) -> str:
 
 
 def _runc_options(bundle: str) -> dict:
-    try:
-        with open(os.path.join(bundle, "options.json")) as f:
-            options = json.load(f)
-        return options if isinstance(options, dict) else {}
-    except (OSError, ValueError):
+    """options.json as the service wrote it: usually `{}` (defaults), read without json."""
+    raw = _read(os.path.join(bundle, "options.json"))
+    if raw in ("", "{}"):
         return {}
+    import json
+
+    try:
+        options = json.loads(raw)
+    except ValueError:
+        return {}
+    return options if isinstance(options, dict) else {}
 
 
 def _log(message: str) -> None:
@@ -43,7 +53,7 @@ def _log(message: str) -> None:
     print(f"{message}", file=sys.stderr)
 
 
-def delete(args: argparse.Namespace) -> int:
+def delete(args: SimpleNamespace) -> int:
     bundle = args.bundle or os.getcwd()
     options = _runc_options(bundle)
     runc = options.get("binary_name") or "runc"
@@ -51,7 +61,10 @@ def delete(args: argparse.Namespace) -> int:
     cmd = [runc, "--root", root, "--log", os.path.join(bundle, "log.json"), "--log-format", "json"]
     if options.get("systemd_cgroup"):
         cmd.append("--systemd-cgroup")
-    if args.id:
+    # our Delete already removed the runc state on the normal path: runc only when it's there
+    if args.id and os.path.isdir(os.path.join(root, args.id)):
+        import subprocess
+
         try:
             done = subprocess.run([*cmd, "delete", "--force", args.id], capture_output=True,
                                   timeout=3, check=False)
@@ -60,34 +73,31 @@ def delete(args: argparse.Namespace) -> int:
                 _log(f"runc delete --force {args.id}: {detail}")
         except (OSError, subprocess.TimeoutExpired) as e:
             _log(f"runc delete --force {args.id}: {e}")
-    try:
-        mountutil.umount_all(os.path.join(bundle, "rootfs"))
-    except OSError as e:
-        _log(str(e))
+    mounted = mountutil.mountpoints()
+    rootfs = os.path.join(bundle, "rootfs")
+    if rootfs in mounted:
+        try:
+            mountutil.umount_all(rootfs)
+        except OSError as e:
+            _log(str(e))
 
-    annotations: dict = {}
-    with contextlib.suppress(OSError, ValueError), \
-            open(os.path.join(bundle, "config.json"), "rb") as f:
-        annotations = json.load(f).get("annotations") or {}
     if args.address and args.namespace and args.id:
-        group = group_id(args.id, annotations)
+        group = group_id(args.id, group_annotations(bundle))
         sock = socket_path(args.address, args.namespace, group)
         if not shim_alive(sock, 0.2):
             # the shim died: its FUSE view and socket are ours to remove
             state = state_dir(args.address, args.namespace, group)
             view = os.path.join(state, "view")
-            mountutil.abort_fuse(view)
-            try:
-                mountutil.umount_all(view)
-            except OSError as e:
-                _log(str(e))
-            with contextlib.suppress(OSError):  # the daemon's task-api record (shim/config.py)
-                os.unlink(os.path.join(state, "task-api"))
+            if view in mounted:
+                mountutil.abort_fuse(view)
+                try:
+                    mountutil.umount_all(view)
+                except OSError as e:
+                    _log(str(e))
+            quietly(os.unlink, os.path.join(state, "task-api"))  # shim/config.py's record
             for leftover in (view, state):  # rmdir, never a recursive walk into a mount
-                with contextlib.suppress(OSError):
-                    os.rmdir(leftover)
-            with contextlib.suppress(OSError):
-                os.unlink(sock)
+                quietly(os.rmdir, leftover)
+            quietly(os.unlink, sock)
 
     pid = int(_read(os.path.join(bundle, "init.pid")) or 0)
     now = time.time_ns()

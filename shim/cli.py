@@ -1,55 +1,104 @@
 """Command line of `containerd-shim-lxcfs-v2`: containerd's shim v2 binary contract.
 
 containerd runs `<shim> -namespace NS -address ADDR -publish-binary BIN -id ID start` (and
-`delete`), with Go `flag` conventions: `-flag value`, `-flag=value`, `--flag`. The first bare
-word is the action; no action means "serve" (how `start` launches the long-running process).
-Only the serving path imports anything heavy.
+`delete`), with Go `flag` conventions: `-flag value`, `-flag=value`, `--flag`, bool flags take
+no value, parsing stops at the first bare word, which is the action; no action means "serve"
+(how `start` launches the long-running process).
+
+`start` and `delete` run on containerd's critical path for every container, so this module
+parses by hand instead of importing argparse (~15 ms), and only the serving path imports
+anything heavy.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from types import SimpleNamespace
 
 from shim.identity import RUNTIME_NAME, SHIM_NAME, __version__
 
+#: flag -> attribute, for flags that take a value (hidden ones are set by `start` itself)
+_STRINGS = {
+    "namespace": "namespace", "address": "address", "publish-binary": "publish_binary",
+    "id": "id", "bundle": "bundle", "socket": "socket", "group": "group",
+    "zygote": "zygote", "zygote-pad": "zygote_pad", "task-api": "task_api",
+}
+_BOOLS = {"debug": "debug", "v": "version", "version": "version", "info": "info",
+          "h": "help", "help": "help"}
+_ACTIONS = ("start", "delete")
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=SHIM_NAME,
-        allow_abbrev=False,
-        description=(
-            f"containerd runtime shim for {RUNTIME_NAME}: runs containers with runc and "
-            "bind-mounts a per-container FUSE view over /proc/meminfo and friends so that "
-            "the container sees its own cgroup limits. containerd runs this binary; use it "
-            f"with `ctr run --runtime {RUNTIME_NAME} ...`."
-        ),
-        epilog="actions: start (launch or reuse a shim, print its address), "
-        "delete (clean up after a dead shim, print a DeleteResponse); none = serve.",
-    )
+HELP = f"""usage: {SHIM_NAME} [flags] [start|delete]
 
-    def flag(name: str, **kw: object) -> None:
-        p.add_argument(f"-{name}", f"--{name}", **kw)  # type: ignore[arg-type]
+containerd runtime shim for {RUNTIME_NAME}: runs containers with runc and bind-mounts a
+per-container FUSE view over /proc/meminfo, cpuinfo, stat, uptime, loadavg, diskstats,
+swaps, slabinfo and /sys/devices/system/cpu/online, so that the container sees its own
+cgroup limits. containerd runs this binary; use it with
+`ctr run --runtime {RUNTIME_NAME} ...` or a Kubernetes RuntimeClass (handler lxcfs).
 
-    flag("namespace", default="", help="containerd namespace")
-    flag("address", default="", help="containerd's gRPC socket")
-    flag("publish-binary", dest="publish_binary", default="",
-         help="containerd binary (events fallback)")
-    flag("id", default="", help="task (container) id")
-    flag("bundle", default="", help="bundle path (delete)")
-    flag("socket", default="", help="serve on this unix socket instead of inherited fd 3")
-    flag("group", default="", help=argparse.SUPPRESS)
-    flag("task-api", dest="task_api", default="v2", help=argparse.SUPPRESS)  # set by start
-    flag("debug", action="store_true", help="debug logging")
-    flag("v", dest="version", action="store_true", help="print the version and exit")
-    flag("version", dest="version", action="store_true", help=argparse.SUPPRESS)
-    flag("info", action="store_true", help="print RuntimeInfo (protobuf) and exit (containerd 2.x)")
-    p.add_argument("action", nargs="?", choices=("start", "delete"), help=argparse.SUPPRESS)
-    return p
+actions:
+  start       launch (or reuse) the pod's shim and print its address
+  delete      clean up after a dead shim and print a DeleteResponse
+  (none)      serve (what `start` launches)
+
+flags:
+  -namespace string       containerd namespace
+  -address string         containerd's gRPC socket
+  -publish-binary string  containerd binary (accepted, unused: events go over ttrpc)
+  -id string              task (container) id
+  -bundle string          bundle path (delete)
+  -socket string          serve on this unix socket instead of the inherited fd 3
+  -debug                  debug logging
+  -v                      print the version and exit
+  -info                   print RuntimeInfo (protobuf) and exit (containerd 2.x)
+"""
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse(argv: list[str]) -> SimpleNamespace:
+    """Go `flag` semantics for our flags; unknown flags are errors, as in Go."""
+    args = SimpleNamespace(**{a: "" for a in _STRINGS.values()},
+                           **{a: False for a in _BOOLS.values()}, action=None)
+    args.task_api = "v2"
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if word == "--":
+            break
+        if not word.startswith("-") or word == "-":
+            if word not in _ACTIONS:
+                raise UsageError(f"unknown action {word!r} (start or delete)")
+            args.action = word
+            break
+        name, has_value, value = word.lstrip("-").partition("=")
+        if name in _BOOLS:
+            if has_value and value.lower() not in ("1", "0", "t", "f", "true", "false"):
+                raise UsageError(f"invalid boolean value {value!r} for -{name}")
+            setattr(args, _BOOLS[name], not has_value or value.lower() in ("1", "t", "true"))
+        elif name in _STRINGS:
+            if not has_value:
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+                i += 1
+            setattr(args, _STRINGS[name], value)
+        else:
+            raise UsageError(f"flag provided but not defined: -{name}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        print(f"{e}\n\n{HELP}", file=sys.stderr, end="")
+        return 2
+    if args.help:
+        print(HELP, end="")
+        return 0
     if args.version:
         print(f"{SHIM_NAME}:\n  Version:  {__version__}\n  Runtime:  {RUNTIME_NAME}")
         return 0
@@ -57,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         from shim.info import print_info
 
         return print_info()
+    if args.zygote:
+        from shim.zygote import serve as serve_zygote
+
+        return serve_zygote(args.zygote)
     if args.action == "start":
         from shim.start import start
 
@@ -66,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return delete(args)
     if not args.namespace:
-        print(f"{SHIM_NAME}: -namespace is required", file=sys.stderr)
+        print(f"{SHIM_NAME}: -namespace is required\n\n{HELP}", file=sys.stderr, end="")
         return 2
     from shim.daemon import serve
 

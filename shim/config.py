@@ -22,7 +22,6 @@ Stdlib only: `start` and `-info` import this.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -114,6 +113,10 @@ def resolve(raw_options: bytes, environ: Mapping[str, str]) -> str:
 
 def start_output(mode: str, socket_path: str) -> str:
     """What `start` prints (and containerd parses) for a shim serving `mode` on the socket."""
+    if mode == V2:
+        return "unix://" + socket_path
+    import json  # only the v3 modes print JSON: ~15 ms off the default `start`
+
     if mode == V3_GRPC:
         # containerd 2.x net.Dial("unix", address)s a gRPC address: a bare path.
         return json.dumps({"version": 3, "address": socket_path, "protocol": "grpc"},

@@ -1,12 +1,11 @@
 """mount(2)/umount2(2) through libc, and the FUSE-connection abort that frees hung readers.
 
-Stdlib only (ctypes): `delete` uses it to clean up after a dead shim.
+Stdlib only (ctypes, loaded on first use): `delete` uses it to clean up after a dead shim and
+usually finds nothing mounted, so it never pays for ctypes.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 
 MNT_DETACH = 2
@@ -39,22 +38,37 @@ def parse_options(options: list[str]) -> tuple[int, str]:
             flags = (flags | known[0]) & ~known[1]
     return flags, ",".join(data)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.mount.argtypes = (ctypes.c_char_p,) * 3 + (ctypes.c_ulong, ctypes.c_char_p)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_LIBC: list[object] = []
+
+
+def _libc() -> object:
+    if not _LIBC:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.mount.argtypes = (ctypes.c_char_p,) * 3 + (ctypes.c_ulong, ctypes.c_char_p)
+        libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+        _LIBC.append(libc)
+    return _LIBC[0]
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
-    if _libc.mount(source.encode(), target.encode(), fstype.encode(), flags,
-                   data.encode() if data else None) != 0:
-        err = ctypes.get_errno()
+    if _libc().mount(source.encode(), target.encode(), fstype.encode(), flags,
+                     data.encode() if data else None) != 0:
+        err = _errno()
         raise OSError(err, f"mount {source} on {target} ({fstype}): {os.strerror(err)}")
 
 
 def umount(target: str, flags: int = MNT_DETACH) -> bool:
     """Unmount `target`; False if it was not a mountpoint (idempotent cleanup)."""
-    if _libc.umount2(target.encode(), flags) != 0:
-        err = ctypes.get_errno()
+    if _libc().umount2(target.encode(), flags) != 0:
+        err = _errno()
         if err in (22, 2):  # EINVAL: not a mountpoint; ENOENT: gone
             return False
         raise OSError(err, f"umount {target}: {os.strerror(err)}")
@@ -90,3 +104,32 @@ def abort_fuse(mountpoint: str) -> None:
             f.write("1")
     except OSError:
         pass
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as `\\ooo` (octal)."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while i < len(field):
+        code = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(code, 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mountpoints() -> set[str]:
+    """Every mountpoint in this mount namespace (octal escapes of mountinfo undone)."""
+    points = set()
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                raw = line.split(" ", 5)[4]
+                points.add(_unescape(raw))
+    except OSError:
+        pass
+    return points

@@ -10,36 +10,33 @@ address by default, bootstrap JSON for containerd 2.x's v3 ttrpc or gRPC on requ
 
 from __future__ import annotations
 
-import argparse
+import _socket
 import errno
-import json
 import os
-import socket
-import subprocess
 import sys
+from types import SimpleNamespace
 
 from shim import config, shimcgroup
-from shim.identity import SHIM_NAME, group_id, shim_alive, socket_path, state_dir
+from shim.identity import (
+    SHIM_NAME,
+    group_annotations,
+    group_id,
+    quietly,
+    shim_alive,
+    socket_path,
+    state_dir,
+    zygote_socket,
+)
 
 #: containerd's own start timeout is long; a live shim answers a connect at once.
 _PROBE_TIMEOUT = 0.1
 
 
-def _annotations(bundle: str) -> dict[str, str]:
-    try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            spec = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    annotations = spec.get("annotations") or {}
-    return annotations if isinstance(annotations, dict) else {}
-
-
-def _bind(path: str) -> socket.socket | None:
+def _bind(path: str) -> _socket.socket | None:
     """Bind the shim socket; None when a live shim already owns it."""
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     for _ in range(2):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.bind(path)
         except OSError as e:
@@ -74,6 +71,78 @@ def _self_command() -> list[str]:
     return [sys.executable, "-I", "-m", "shim"]
 
 
+#: Room in the zygote's argv for its children's command lines (see shim/zygote.py).
+_TITLE_ROOM = 768
+
+
+def _launch_zygote(path: str) -> None:
+    """Start a fork server for the next containers; this one does not wait for it."""
+    import subprocess
+
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+        zygote = subprocess.Popen(
+            [*_self_command(), "-zygote", path, "-zygote-pad=" + "x" * _TITLE_ROOM],
+            cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        zygote.returncode = 0  # it outlives us
+    except OSError:
+        pass  # this container is served anyway: the zygote only speeds up the next ones
+
+
+def _fork_from_zygote(argv: list[str], bundle: str, sock: _socket.socket) -> int | None:
+    """Ask the zygote to fork the serving process; None: exec it ourselves this time."""
+    if os.environ.get("CONTAINERD_SHIM_LXCFS_ZYGOTE", "1") == "0":
+        return None
+    path = zygote_socket()
+    client = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    client.settimeout(5)
+    try:
+        try:
+            client.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            quietly(os.unlink, path)  # a dead zygote's socket
+            _launch_zygote(path)
+            return None
+        except OSError:
+            return None
+        request = _zygote_request(argv, bundle)
+        try:
+            client.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                        sock.fileno().to_bytes(4, sys.byteorder))])
+            reply = client.recv(64)
+        except OSError:
+            return None
+    finally:
+        client.close()
+    return int(reply) if reply.isdigit() and int(reply) > 0 else None
+
+
+def _zygote_request(argv: list[str], bundle: str) -> bytes:
+    """argv, cwd and environment as NUL-separated fields (no json import on this path)."""
+    env = [f"{k}={v}" for k, v in os.environ.items()]
+    return "\0".join([str(len(argv)), *argv, bundle, *env]).encode()
+
+
+def _exec_daemon(argv: list[str], bundle: str, sock: _socket.socket) -> int:
+    """The serving process as a fresh interpreter, listener on fd 3 (the Go shim's way)."""
+    import subprocess
+
+    if sock.fileno() != 3:
+        os.dup2(sock.fileno(), 3)
+    child = subprocess.Popen(
+        [*_self_command(), *argv],
+        cwd=bundle,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(3,),
+        start_new_session=True,
+    )
+    child.returncode = 0  # never waited for: the daemon outlives us (stops Popen's reaping)
+    return child.pid
+
+
 def _copy_oom_score(child: int) -> None:
     """Like the Go shim: one point more likely to be OOM-killed than containerd."""
     try:
@@ -85,7 +154,7 @@ def _copy_oom_score(child: int) -> None:
         pass
 
 
-def start(args: argparse.Namespace) -> int:
+def start(args: SimpleNamespace) -> int:
     if not (args.namespace and args.id and args.address):
         print("start needs -namespace, -id and -address", file=sys.stderr)
         return 2
@@ -96,7 +165,7 @@ def start(args: argparse.Namespace) -> int:
     except config.ConfigError as e:
         print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
         return 1
-    group = group_id(args.id, _annotations(bundle))
+    group = group_id(args.id, group_annotations(bundle))
     path = socket_path(args.address, args.namespace, group)
     state = state_dir(args.address, args.namespace, group)
     sock = _bind(path)
@@ -106,38 +175,27 @@ def start(args: argparse.Namespace) -> int:
         return 0
     try:
         config.write_record(state, mode)
-        if sock.fileno() != 3:
-            os.dup2(sock.fileno(), 3)
-        cmd = [*_self_command(), "-namespace", args.namespace, "-id", args.id,
-               "-address", args.address, "-group", group, "-task-api", mode]
+        argv = ["-namespace", args.namespace, "-id", args.id, "-address", args.address,
+                "-group", group, "-task-api", mode]
         if args.publish_binary:
-            cmd += ["-publish-binary", args.publish_binary]
+            argv += ["-publish-binary", args.publish_binary]
         if args.debug:
-            cmd.append("-debug")
-        child = subprocess.Popen(
-            cmd,
-            cwd=bundle,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            pass_fds=(3,),
-            start_new_session=True,
-        )
+            argv.append("-debug")
+        pid = _fork_from_zygote(argv, bundle, sock) or _exec_daemon(argv, bundle, sock)
     except BaseException:
         os.unlink(path)
         raise
     finally:
         sock.close()
-    child.returncode = 0  # never waited for: the daemon outlives us (stops Popen's reaping)
     if cgroup := shimcgroup.from_options(raw_options):
         try:
-            shimcgroup.apply(child.pid, cgroup)
+            shimcgroup.apply(pid, cgroup)
         except OSError as e:  # the Go shim fails start too
-            child.kill()
+            quietly(os.kill, pid, 9)
             os.unlink(path)
             print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
             return 1
-    _copy_oom_score(child.pid)
+    _copy_oom_score(pid)
     _answer(bundle, mode, path)
     return 0
 

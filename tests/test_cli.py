@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 from shim import identity, wire
-from shim.cli import _parser
+from shim.cli import parse
 
 
 def test_go_style_flags() -> None:
-    args = _parser().parse_args(
+    args = parse(
         ["-namespace", "k8s.io", "--address=/run/containerd/containerd.sock",
          "-publish-binary", "/usr/bin/containerd", "-id", "abc", "-debug", "start"])
     assert (args.namespace, args.address, args.id, args.debug, args.action) == (
