@@ -7,7 +7,6 @@ container left, or SIGTERM/SIGINT.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -15,6 +14,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import anyio
 import anyio.abc
@@ -34,7 +34,7 @@ log = logging.getLogger("shim")
 _SHUTDOWN_GRACE = 0.05
 
 
-def _listener(args: argparse.Namespace) -> tuple[socket.socket, str]:
+def _listener(args: SimpleNamespace) -> tuple[socket.socket, str]:
     if args.socket:
         path = args.socket.removeprefix("unix://")
         with contextlib.suppress(FileNotFoundError):
@@ -47,7 +47,7 @@ def _listener(args: argparse.Namespace) -> tuple[socket.socket, str]:
     return sock, socket_path(args.address, args.namespace, args.group or args.id)
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: SimpleNamespace) -> None:
     sock, path = _listener(args)
     state = state_dir(args.address, args.namespace, args.group or args.id)
     reaper = Reaper()
@@ -97,7 +97,7 @@ async def _on_signals(idle: anyio.Event) -> None:
             return
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: SimpleNamespace) -> int:
     logs.setup(args.namespace, args.id, args.debug)
     become_subreaper()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
