@@ -17,7 +17,6 @@ once at a time in a process.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import functools
@@ -33,10 +32,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import pyfuse3
-import pyfuse3.asyncio
 
-from procfs import mounts, rebind
+from procfs import fuseloop, mounts, rebind
 from procfs.cgroups import Hierarchies, discover_hierarchies, ref_from_proc
 from procfs.cgroups import resolve_spec_path as _resolve_spec_path
 from procfs.container import Container
@@ -44,8 +41,8 @@ from procfs.files import PRODUCERS
 from procfs.renderers.loadavg import INTERVAL as LOAD_INTERVAL
 from procfs.tasks import scan_tasks, start_ticks
 
-# Must happen before any pyfuse3 coroutine runs: pyfuse3 is Trio-native otherwise.
-pyfuse3.asyncio.enable()
+# pyfuse3 is Trio-native: run it on our asyncio integration (and never import trio).
+pyfuse3 = fuseloop.import_pyfuse3()
 
 log = logging.getLogger(__name__)
 
@@ -314,17 +311,17 @@ class View:
         # Shielded: cancelling pyfuse3.main() only cancels its outer task, orphaning the worker
         # tasks (its asyncio "nursery" does not cancel children). We stop it via terminate().
         with anyio.CancelScope(shield=True):
-            await pyfuse3.main()
+            # One worker: every handler answers without awaiting, so a second worker would
+            # only add task switches (pyfuse3 spawns one per request while none is idle).
+            await pyfuse3.main(min_tasks=1, max_tasks=1)
         if not self._stopping:
             self._lost = True
             scope.cancel()
 
     def _terminate(self) -> None:
         self._stopping = True
-        # InvalidStateError: the reader's wait future already completed; that worker sees the
-        # exit flag after its current request.
-        with contextlib.suppress(asyncio.InvalidStateError):
-            pyfuse3.terminate()
+        # A worker busy with a request sees the exit flag when it is done (procfs.fuseloop).
+        pyfuse3.terminate()
 
     async def _rebind_all(self) -> None:
         """Give every running container the new session (one helper process each)."""
