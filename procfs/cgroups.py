@@ -101,6 +101,9 @@ class CgroupRef:
 
     hierarchies: Hierarchies
     paths: Mapping[str, str]
+    _ancestors: dict[str, list[Path]] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
 
     def path(self, controller: str) -> str | None:
         """Cgroup path (``/a/b``) serving ``controller``, or None if it is unknown."""
@@ -122,18 +125,24 @@ class CgroupRef:
 
     def dir(self, controller: str) -> Path | None:
         """Directory of this cgroup for ``controller``, or None if it cannot be known."""
-        root, path = self.root(controller), self.path(controller)
-        if root is None or path is None:
-            return None
-        return root / path.lstrip("/")
+        dirs = self.ancestors(controller)
+        return dirs[0] if dirs else None
 
     def ancestors(self, controller: str) -> list[Path]:
-        """This cgroup's directory followed by each parent up to and including the root."""
+        """This cgroup's directory followed by each parent up to and including the root.
+
+        Memoized (every view open walks it): a ref is immutable, and so is its mount table.
+        """
+        cached = self._ancestors.get(controller)
+        if cached is not None:
+            return cached
         root, path = self.root(controller), self.path(controller)
         if root is None or path is None:
             return []
         parts = [p for p in path.split("/") if p]
-        return [root.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
+        out = [root.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
+        self._ancestors[controller] = out
+        return out
 
 
 # --- linux.cgroupsPath ----------------------------------------------------------------------

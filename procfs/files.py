@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from procfs import fastio
 from procfs.container import Container
 from procfs.readers import read_cpu, read_io, read_memory
 from procfs.renderers import (
@@ -42,7 +43,7 @@ Producer = Callable[[Container, int | None], bytes]
 
 
 def _host(name: str) -> bytes:
-    return (HOST_PROC / name).read_bytes()
+    return fastio.read_bytes(f"{HOST_PROC}/{name}")
 
 
 def produce_meminfo(c: Container, caller: int | None = None) -> bytes:
@@ -61,7 +62,7 @@ def produce_cpuinfo(c: Container, caller: int | None = None) -> bytes:
 
 def produce_cpu_online(c: Container, caller: int | None = None) -> bytes:
     if c.ref is None:
-        return (HOST_SYS / "devices/system/cpu/online").read_bytes()
+        return fastio.read_bytes(f"{HOST_SYS}/devices/system/cpu/online")
     return render_cpu_online(read_cpu(c.ref).visible())
 
 
@@ -114,12 +115,13 @@ def produce_swaps(c: Container, caller: int | None = None) -> bytes:
 
 
 def produce_slabinfo(c: Container, caller: int | None = None) -> bytes:
-    host = _host("slabinfo")
+    # Only the header is shown (renderers.slabinfo): not the host's whole table (~25 KB).
+    host = fastio.read_head(f"{HOST_PROC}/slabinfo", 2)
     own: bytes | None = None
     d = c.ref.dir("memory") if c.ref is not None and c.ref.version("memory") == 1 else None
     if d is not None:
         try:
-            own = (d / "memory.kmem.slabinfo").read_bytes()
+            own = fastio.read_bytes(f"{d}/memory.kmem.slabinfo")
         except OSError:
             own = None
     return render_slabinfo(host, own)

@@ -7,9 +7,11 @@ for the caller to turn into EIO.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from procfs import fastio
 from procfs.cgroups import CgroupRef
 from procfs.cpuset import parse_cpuset
 from procfs.snapshot import CpuSnapshot, DiskIO, MemorySnapshot, MemoryStat
@@ -73,8 +75,8 @@ def _stat_from(raw: Mapping[str, int], keys: Mapping[str, str]) -> MemoryStat:
     return MemoryStat(**{f: raw.get(k, 0) for f, k in keys.items()})
 
 
-def _read_int(path: Path) -> int:
-    return int(path.read_text().strip())
+def _read_int(path: str | Path) -> int:
+    return int(fastio.read_text(path).strip())
 
 
 def _v1_limit(value: int) -> int | None:
@@ -110,19 +112,19 @@ def read_memory_v1(dirs: list[Path]) -> MemorySnapshot:
     cg = dirs[0]
     limit: int | None = None
     swap_limit: int | None = None
-    swap_accounted = (cg / "memory.memsw.limit_in_bytes").exists()
+    swap_accounted = os.path.exists(f"{cg}/memory.memsw.limit_in_bytes")
     for d in dirs:
-        limit = _min_limit(limit, _v1_limit(_read_int(d / "memory.limit_in_bytes")))
+        limit = _min_limit(limit, _v1_limit(_read_int(f"{d}/memory.limit_in_bytes")))
         if swap_accounted:
-            memsw = _v1_limit(_read_int(d / "memory.memsw.limit_in_bytes"))
+            memsw = _v1_limit(_read_int(f"{d}/memory.memsw.limit_in_bytes"))
             swap_limit = _min_limit(swap_limit, memsw)
-    usage = _read_int(cg / "memory.usage_in_bytes")
-    raw = parse_flat_keyed((cg / "memory.stat").read_text())
+    usage = _read_int(f"{cg}/memory.usage_in_bytes")
+    raw = parse_flat_keyed(fastio.read_text(f"{cg}/memory.stat"))
     swap_usage = 0
     if swap_accounted:
-        swap_usage = max(_read_int(cg / "memory.memsw.usage_in_bytes") - usage, 0)
-    swappiness_file = cg / "memory.swappiness"
-    swappiness = _read_int(swappiness_file) if swappiness_file.exists() else None
+        swap_usage = max(_read_int(f"{cg}/memory.memsw.usage_in_bytes") - usage, 0)
+    swappiness_file = f"{cg}/memory.swappiness"
+    swappiness = _read_int(swappiness_file) if os.path.exists(swappiness_file) else None
     return MemorySnapshot(
         limit=limit,
         usage=usage,
@@ -143,35 +145,35 @@ def read_memory_v2(dirs: list[Path]) -> MemorySnapshot:
     cg = dirs[0]
     limit: int | None = None
     swap_limit: int | None = None
-    swap_accounted = (cg / "memory.swap.current").exists()
+    swap_accounted = os.path.exists(f"{cg}/memory.swap.current")
     for d in dirs:
-        limit = _min_limit(limit, _read_limit_v2(d / "memory.max"))
+        limit = _min_limit(limit, _read_limit_v2(f"{d}/memory.max"))
         if swap_accounted:
-            swap_limit = _min_limit(swap_limit, _read_limit_v2(d / "memory.swap.max"))
-    raw = parse_flat_keyed((cg / "memory.stat").read_text())
+            swap_limit = _min_limit(swap_limit, _read_limit_v2(f"{d}/memory.swap.max"))
+    raw = parse_flat_keyed(fastio.read_text(f"{cg}/memory.stat"))
     return MemorySnapshot(
         limit=limit,
-        usage=_read_int(cg / "memory.current"),
+        usage=_read_int(f"{cg}/memory.current"),
         stat=_stat_from(raw, _V2_STAT_KEYS),
         swap_accounted=swap_accounted,
         swap_limit=swap_limit,
-        swap_usage=_read_int(cg / "memory.swap.current") if swap_accounted else 0,
+        swap_usage=_read_int(f"{cg}/memory.swap.current") if swap_accounted else 0,
         swappiness=None,
     )
 
 
-def _read_limit_v2(path: Path) -> int | None:
+def _read_limit_v2(path: str | Path) -> int | None:
     try:
-        return _v2_limit(path.read_text())
+        return _v2_limit(fastio.read_text(path))
     except FileNotFoundError:
         return None
 
 
 # --- CPU ------------------------------------------------------------------------------------
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: str | Path) -> str | None:
     try:
-        return path.read_text()
+        return fastio.read_text(path)
     except FileNotFoundError:
         return None
 
@@ -181,7 +183,7 @@ def _first_cpuset(dirs: list[Path], names: tuple[str, ...]) -> list[int]:
     "not configured here" for readers like us; the kernel then runs tasks on the parent's)."""
     for d in dirs:
         for name in names:
-            text = _read_text(d / name)
+            text = _read_text(f"{d}/{name}")
             if text and text.strip():
                 return parse_cpuset(text)
     return []
@@ -205,11 +207,11 @@ def read_cpu_v1(ref: CgroupRef, online: Path = HOST_ONLINE) -> CpuSnapshot:
     """cgroup v1: cpu and cpuacct may be one hierarchy or two (both work)."""
     cpus = _first_cpuset(ref.ancestors("cpuset"), ("cpuset.cpus", "cpuset.effective_cpus"))
     if not cpus:
-        cpus = parse_cpuset(online.read_text())
+        cpus = parse_cpuset(fastio.read_text(online))
     quota: tuple[int, int] | None = None
     for d in ref.ancestors("cpu"):
-        q = _read_text(d / "cpu.cfs_quota_us")
-        p = _read_text(d / "cpu.cfs_period_us")
+        q = _read_text(f"{d}/cpu.cfs_quota_us")
+        p = _read_text(f"{d}/cpu.cfs_period_us")
         if q is None or p is None or int(q) <= 0:
             continue
         quota = _tighter(quota, int(q), int(p))
@@ -217,13 +219,13 @@ def read_cpu_v1(ref: CgroupRef, online: Path = HOST_ONLINE) -> CpuSnapshot:
     user = system = 0
     acct = ref.dir("cpuacct")
     if acct is not None:
-        text = _read_text(acct / "cpuacct.usage_all")
+        text = _read_text(f"{acct}/cpuacct.usage_all")
         if text is not None:
             percpu = parse_usage_all(text)
             user = sum(u for u, _ in percpu.values())
             system = sum(s for _, s in percpu.values())
         else:
-            user = _read_int(acct / "cpuacct.usage")
+            user = _read_int(f"{acct}/cpuacct.usage")
     return CpuSnapshot(
         cpuset=tuple(cpus),
         quota_us=quota[0] if quota else None,
@@ -250,16 +252,16 @@ def read_cpu_v2(dirs: list[Path], online: Path = HOST_ONLINE) -> CpuSnapshot:
         raise LookupError("no cpu cgroup known for this container")
     cpus = _first_cpuset(dirs, ("cpuset.cpus.effective", "cpuset.cpus"))
     if not cpus:
-        cpus = parse_cpuset(online.read_text())
+        cpus = parse_cpuset(fastio.read_text(online))
     quota: tuple[int, int] | None = None
     for d in dirs:
-        text = _read_text(d / "cpu.max")
+        text = _read_text(f"{d}/cpu.max")
         fields = (text or "").split()
         if not fields or fields[0] == "max":
             continue
         period = int(fields[1]) if len(fields) > 1 else 100_000
         quota = _tighter(quota, int(fields[0]), period)
-    raw = parse_flat_keyed(_read_text(dirs[0] / "cpu.stat") or "")
+    raw = parse_flat_keyed(_read_text(f"{dirs[0]}/cpu.stat") or "")
     return CpuSnapshot(
         cpuset=tuple(cpus),
         quota_us=quota[0] if quota else None,
@@ -302,7 +304,7 @@ def _first_rwstat(d: Path, names: tuple[str, ...]) -> Rwstat:
     common on modern schedulers, lxc/lxcfs#599)."""
     found: Rwstat = {}
     for name in names:
-        text = _read_text(d / name)
+        text = _read_text(f"{d}/{name}")
         if text is None:
             continue
         found = parse_blkio_rwstat(text)
@@ -351,7 +353,7 @@ def read_io_v1(d: Path) -> list[DiskIO]:
 def read_io_v2(d: Path) -> list[DiskIO]:
     """``io.stat``: ``MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. dbytes=.. dios=..``."""
     out = []
-    for line in (_read_text(d / "io.stat") or "").splitlines():
+    for line in (_read_text(f"{d}/io.stat") or "").splitlines():
         dev, *pairs = line.split()
         maj, _, mi = dev.partition(":")
         kv = {}

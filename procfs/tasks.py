@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from procfs import fastio
 from procfs.cgroups import CgroupRef
 from procfs.snapshot import TaskCounts
 
@@ -25,14 +26,14 @@ def cgroup_threads(ref: CgroupRef, controller: str = "cpu") -> list[int]:
         raise LookupError(f"no {controller} cgroup known for this container")
     name = "tasks" if ref.version(controller) == 1 else "cgroup.threads"
     tids: list[int] = []
-    stack = [(top, 0)]
+    stack: list[tuple[str | Path, int]] = [(top, 0)]
     while stack:
         d, depth = stack.pop()
         try:
-            tids.extend(int(t) for t in (d / name).read_text().split())
+            tids.extend(int(t) for t in fastio.read_bytes(f"{d}/{name}").split())
             if depth < MAX_DEPTH:
                 with os.scandir(d) as it:
-                    stack.extend((Path(e.path), depth + 1) for e in it if e.is_dir())
+                    stack.extend((e.path, depth + 1) for e in it if e.is_dir())
         except FileNotFoundError:
             if d == top:
                 raise
@@ -42,7 +43,7 @@ def cgroup_threads(ref: CgroupRef, controller: str = "cpu") -> list[int]:
 def thread_state(tid: int, proc: Path = HOST_PROC) -> str | None:
     """Scheduler state letter (``R``, ``S``, ``D``...) or None if the thread is gone."""
     try:
-        data = (proc / str(tid) / "stat").read_bytes()
+        data = fastio.read_bytes(f"{proc}/{tid}/stat")
     except (FileNotFoundError, ProcessLookupError):
         return None
     # comm may contain spaces and parentheses: the state follows the last ')'.
@@ -53,7 +54,7 @@ def thread_state(tid: int, proc: Path = HOST_PROC) -> str | None:
 def _status(tid: int, proc: Path) -> dict[str, str]:
     out = {}
     try:
-        text = (proc / str(tid) / "status").read_text()
+        text = fastio.read_text(f"{proc}/{tid}/status")
     except (FileNotFoundError, ProcessLookupError):
         return out
     for line in text.splitlines():
@@ -90,6 +91,6 @@ def scan_tasks(
 
 def start_ticks(pid: int, proc: Path = HOST_PROC) -> int:
     """Field 22 of /proc/<pid>/stat: start time in clock ticks since host boot."""
-    data = (proc / str(pid) / "stat").read_bytes()
+    data = fastio.read_bytes(f"{proc}/{pid}/stat")
     fields = data[data.rfind(b")") + 2 :].split()
     return int(fields[19])

@@ -97,9 +97,18 @@ def render_meminfo(host_meminfo: bytes, snap: MemorySnapshot) -> bytes:
     would show other cgroups' memory as free."""
     if snap.limit is None:
         return host_meminfo
-    values = memory_values(parse_meminfo(host_meminfo), snap)
+    lines = host_meminfo.splitlines(keepends=True)
+    # Only MemTotal and SwapTotal are taken from the host (memory_values, swap_values): one
+    # pass over bytes, no full parse -- this runs on every open of the file.
+    host: dict[str, int] = {}
+    for line in lines:
+        if line.startswith((b"MemTotal:", b"SwapTotal:")):
+            host.update(parse_meminfo(line))
+    values = {k.encode(): v for k, v in memory_values(host, snap).items()}
     out: list[bytes] = []
-    for line in host_meminfo.splitlines(keepends=True):
-        key = line.partition(b":")[0].decode(errors="replace")
-        out.append(format_kb(key, values[key]) if key in values else line)
+    for line in lines:
+        key = line.partition(b":")[0]
+        kb = values.get(key)
+        # == format_kb(key, kb), in bytes
+        out.append(line if kb is None else b"%-15s %8d kB\n" % (key + b":", kb))
     return b"".join(out)
