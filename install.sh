@@ -172,6 +172,7 @@ install_venv() {
   # pip's console script runs `site` (15-25 ms per start/delete): replace it by our launcher
   "$PREFIX/bin/python" -I -m shim.launcher "$PREFIX/bin/$SHIM"
   info "launcher: $PREFIX/bin/$SHIM (python -S, explicit sys.path)"
+  stop_zygotes
   local v
   v="$("$PREFIX/bin/pip" show containerd-shim-lxcfs 2>/dev/null | sed -n 's/^Version: //p')"
   SUMMARY+=("venv: $PREFIX (python $("$PREFIX/bin/python" -c 'import platform; print(platform.python_version())'), containerd-shim-lxcfs $v${extra:+ + dev extra})")
@@ -390,11 +391,21 @@ install_payload() {
 
 # ------------------------------------------------------------------ uninstall
 lxcfs_shims_running() {
-  local f
+  local f line
   for f in /proc/[0-9]*/cmdline; do
-    tr '\0' ' ' <"$f" 2>/dev/null | grep -q "$SHIM" && return 0
+    line="$(tr '\0' ' ' <"$f" 2>/dev/null)" || continue
+    # the fork server (zygote) serves no pod: it does not count
+    [[ $line == *"$SHIM"* && $line != *" -zygote "* ]] && return 0
   done
   return 1
+}
+
+# The fork server holds the old code's image: stop it when the code changes or goes away (it is
+# in no container's path; the next `start` launches a new one).
+stop_zygotes() {
+  if pkill -TERM -f -- "$SHIM -zygote " 2>/dev/null; then
+    info "stopped the idle fork server(s) of the previous installation"
+  fi
 }
 
 uninstall() {
@@ -419,6 +430,7 @@ uninstall() {
     rm -f "$BINDIR/$SHIM"
     SUMMARY+=("removed $BINDIR/$SHIM")
   fi
+  stop_zygotes
   if [[ -d $PREFIX ]]; then
     rm -rf "$PREFIX"
     SUMMARY+=("removed $PREFIX")

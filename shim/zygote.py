@@ -144,8 +144,14 @@ def _peer_is_root(conn: socket.socket) -> bool:
     return uid == os.geteuid()
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # unwinds to serve()'s finally: the socket file goes too
+
+
 def serve(path: str) -> int:
-    """Run the fork server on `path` until idle; 0 also when another zygote owns it."""
+    """Run the fork server on `path` until idle or SIGTERM; 0 also when another zygote owns it."""
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     _warm_up()
     gc.collect()
     gc.freeze()
