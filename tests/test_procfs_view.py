@@ -289,3 +289,34 @@ def test_pyfuse3_without_trio() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stderr
+
+
+def test_concurrent_readers_share_a_rendering_within_the_window(tmp_path, monkeypatch):
+    """Readers opening within SHARE_WINDOW share one rendering; later ones get a fresh one,
+    and renderings made before set_init_pid (runc create) are never shared."""
+    import procfs.view as view_mod
+
+    fixtures = Path(__file__).parent / "fixtures" / "cgroup_v2"
+    v = View(tmp_path / "mnt", hierarchies=Hierarchies(v2=fixtures))
+    v.add("ctr", "kubepods-pod1.slice:cri-containerd:abc")
+    calls: list[int | None] = []
+
+    def producer(container, caller):
+        calls.append(caller)
+        return b"rendering %d\n" % len(calls)
+
+    monkeypatch.setitem(view_mod.PRODUCERS, "/proc/meminfo", producer)
+    node = next(n for n in v._nodes.values() if n.file == "/proc/meminfo")
+    clock = [1000.0]
+    monkeypatch.setattr(view_mod.time, "monotonic", lambda: clock[0])
+
+    # during runc create (no init pid yet): every open renders
+    assert v._content_for_open(node, 11) == b"rendering 1\n"
+    assert v._content_for_open(node, 12) == b"rendering 2\n"
+    v._containers["ctr"].init_pid = os.getpid()
+    assert v._content_for_open(node, 13) == b"rendering 3\n"
+    clock[0] += view_mod.SHARE_WINDOW / 2
+    assert v._content_for_open(node, 14) == b"rendering 3\n"  # another reader, shared
+    clock[0] += view_mod.SHARE_WINDOW
+    assert v._content_for_open(node, 15) == b"rendering 4\n"  # window over: fresh
+    assert calls == [11, 12, 13, 15]
