@@ -19,15 +19,14 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import betterproto
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.encoding.base import CodecBase
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server, Stream
 
 from protos.gen.containerd.task.v3 import TaskBase
-from shim.errors import RpcError, status_of
-from shim.rpc import Method, bound_metadata
+from shim.errors import Code
+from shim.rpc import Method, invoke
 
 log = logging.getLogger("shim.grpc")
 
@@ -75,26 +74,13 @@ async def _receive(stream: Stream[bytes, bytes]) -> bytes:
 async def _unary(path: str, method: Method, stream: Stream[bytes, bytes]) -> None:
     """decode -> call -> encode, with the ttrpc server's error mapping."""
     data = await _receive(stream)
-    try:
-        request = method.request().parse(data)
-    except Exception as exc:
-        raise GRPCError(Status.INTERNAL, f"grpc: error unmarshalling request: {exc}") from exc
     metadata = stream.metadata or {}
-    pairs = [(k, v) for k, v in metadata.items() if isinstance(v, str)]
-    try:
-        with bound_metadata(pairs):
-            reply = await method.call(request)
-        if not isinstance(reply, betterproto.Message):
-            raise TypeError(f"handler returned {type(reply).__name__}, not a message")
-        payload = bytes(reply)
-    except RpcError as exc:
-        log.debug("grpc: %s: %s %s", path, exc.code.name, exc.message)
-        raise GRPCError(Status(exc.code), exc.message) from exc
-    except Exception as exc:
-        code, message = status_of(exc)
-        log.error("grpc: %s failed: %s", path, message, exc_info=exc)
-        raise GRPCError(Status(code), message) from exc
-    await stream.send_message(payload)
+    outcome = await invoke(
+        method, data, [(k, v) for k, v in metadata.items() if isinstance(v, str)],
+        name=f"grpc: {path}", log=log, unmarshal_error="grpc: error unmarshalling request")
+    if outcome.code is not Code.OK:
+        raise GRPCError(Status(outcome.code), outcome.message)
+    await stream.send_message(outcome.payload)
 
 
 async def _unknown(path: str, stream: Stream[bytes, bytes]) -> None:

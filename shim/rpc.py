@@ -7,6 +7,7 @@ returned message. Handlers signal failures with `shim.errors.RpcError`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -15,6 +16,8 @@ from types import MappingProxyType
 from typing import Any
 
 import betterproto
+
+from shim.errors import Code, RpcError, status_of
 
 Message = betterproto.Message
 
@@ -56,3 +59,39 @@ def bound_metadata(pairs: Iterable[tuple[str, str]]) -> Iterator[None]:
         yield
     finally:
         _metadata.reset(token)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a transport sends back: a status, and the encoded reply when it is OK."""
+
+    code: Code
+    message: str = ""
+    payload: bytes = b""
+
+
+async def invoke(method: Method, data: bytes, metadata: Iterable[tuple[str, str]], *,
+                 name: str, log: logging.Logger, unmarshal_error: str) -> Outcome:
+    """decode -> call -> encode with the shared error mapping; every transport uses this.
+
+    A payload that does not decode is INTERNAL (as Go ttrpc/grpc answer); an RpcError keeps
+    its code and message; anything else is classified by `status_of` and logged with its
+    traceback. Cancellation (a transport's deadline, a closed connection) propagates.
+    """
+    try:
+        request = method.request().parse(data)
+    except Exception as exc:
+        return Outcome(Code.INTERNAL, f"{unmarshal_error}: {exc}")
+    try:
+        with bound_metadata(metadata):
+            reply = await method.call(request)
+        if not isinstance(reply, betterproto.Message):
+            raise TypeError(f"handler returned {type(reply).__name__}, not a message")
+        return Outcome(Code.OK, payload=bytes(reply))
+    except RpcError as exc:
+        log.debug("%s: %s %s", name, exc.code.name, exc.message)
+        return Outcome(exc.code, exc.message)
+    except Exception as exc:
+        code, message = status_of(exc)
+        log.error("%s failed: %s", name, message, exc_info=exc)
+        return Outcome(code, message)

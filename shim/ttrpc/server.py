@@ -15,12 +15,11 @@ import struct
 
 import anyio
 import anyio.abc
-import betterproto
 
 from protos.gen.google.rpc import Status
 from protos.gen.ttrpc import Request, Response
-from shim.errors import Code, RpcError, status_of
-from shim.rpc import Services, bound_metadata
+from shim.errors import Code
+from shim.rpc import Services, invoke
 from shim.ttrpc import sockio
 from shim.ttrpc.codec import (
     FrameTooLarge,
@@ -113,40 +112,19 @@ class TtrpcServer:
         method = service.get(request.method)
         if method is None:
             return status_response(Code.UNIMPLEMENTED, f"method {request.method}")
-        try:
-            message = method.request().parse(request.payload)
-        except Exception as exc:
-            return status_response(Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}")
-
-        name = f"/{request.service}/{request.method}"
+        name = f"ttrpc: /{request.service}/{request.method}"
         timeout = request.timeout_nano / 1e9 if request.timeout_nano > 0 else None
-        scope: anyio.CancelScope | None = None
         try:
-            with (
-                bound_metadata((kv.key, kv.value) for kv in request.metadata),
-                anyio.fail_after(timeout) as scope,
-            ):
-                result = await method.call(message)
-            if not isinstance(result, betterproto.Message):
-                raise TypeError(f"handler returned {type(result).__name__}, not a message")
-            payload = bytes(result)
-        except RpcError as exc:
-            log.debug("ttrpc: %s: %s %s", name, exc.code.name, exc.message)
-            return status_response(exc.code, exc.message)
-        except TimeoutError as exc:
-            if scope is None or not scope.cancelled_caught:  # the handler's own TimeoutError
-                return _unexpected(name, exc)
-            log.warning("ttrpc: %s: deadline of %.3fs exceeded", name, timeout)
+            with anyio.fail_after(timeout):
+                outcome = await invoke(
+                    method, request.payload, ((kv.key, kv.value) for kv in request.metadata),
+                    name=name, log=log, unmarshal_error="ttrpc: error unmarshalling payload")
+        except TimeoutError:  # our deadline: the handler's own TimeoutError is in `outcome`
+            log.warning("%s: deadline of %.3fs exceeded", name, timeout)
             return status_response(Code.DEADLINE_EXCEEDED, "context deadline exceeded")
-        except Exception as exc:
-            return _unexpected(name, exc)
-        return Response(status=Status(code=Code.OK), payload=payload)
-
-
-def _unexpected(name: str, exc: Exception) -> Response:
-    code, message = status_of(exc)
-    log.error("ttrpc: %s failed: %s", name, message, exc_info=exc)
-    return status_response(code, message)
+        if outcome.code is not Code.OK:
+            return status_response(outcome.code, outcome.message)
+        return Response(status=Status(code=Code.OK), payload=outcome.payload)
 
 
 class _Connection:
