@@ -449,7 +449,8 @@ class PrivateContainerd:
         """Shim processes (any runtime) serving *this* containerd, optionally for one id."""
         out = []
         for pid, argv in process_cmdlines().items():
-            if not argv or "containerd-shim" not in " ".join(argv[:2]):
+            # interpreter, `-S` (our launcher's shebang), script: the name is in the first 3
+            if not argv or "containerd-shim" not in " ".join(argv[:3]):
                 continue
             if _flag_value(argv, "address") != self.address:
                 continue

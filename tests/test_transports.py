@@ -306,7 +306,7 @@ async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: s
 def _shim_pids(containerd_address: str, cid: str | None = None) -> list[int]:
     return [pid for pid, argv in harness.process_cmdlines().items()
             if harness._flag_value(argv, "address") == containerd_address
-            and any(harness.LXCFS_SHIM in a for a in argv[:2])
+            and any(harness.LXCFS_SHIM in a for a in argv[:3])
             and cid in (None, harness._flag_value(argv, "id"))]
 
 
