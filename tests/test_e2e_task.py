@@ -309,7 +309,15 @@ def test_file_log_uri(containerd, busybox_rootfs, runtime, cid, tmp_path):
     r = containerd.run(runtime, busybox_rootfs, cid, "/bin/sh", "-c",
                        "echo to-out; echo to-err >&2", ctr_args=("--log-uri", f"file://{log}"))
     assert r.returncode == 0, _explain(r)
-    assert sorted(log.read_text().splitlines()) == ["to-err", "to-out"]
+
+    def lines() -> list[str]:
+        with contextlib.suppress(OSError):
+            return sorted(log.read_text().splitlines())
+        return []
+
+    # runc.v2 copies each stream into the file from its own goroutine and only waits for the
+    # copies (at most 2 s) in Delete, so a loaded machine can see the file before stderr lands
+    assert wait_until(lambda: lines() == ["to-err", "to-out"], 15), lines()
 
 
 LOGGER = """#!/bin/sh
@@ -339,7 +347,10 @@ def test_binary_log_uri(containerd, busybox_rootfs, runtime, cid, tmp_path):
 
     assert wait_until(lambda: logged("out") == "to-out\n", 15), logged("out")
     assert wait_until(lambda: logged("err") == "to-err\n", 15), logged("err")
-    assert (tmp_path / "args").read_text().split() == ["level", "debug", "flag"]
+    # runc.v2 walks the query as a Go map: key order differs from run to run
+    args = (tmp_path / "args").read_text().split()
+    assert sorted(args) == ["debug", "flag", "level"], args
+    assert args[args.index("level") + 1] == "debug", args
     assert (tmp_path / "env").read_text().split() == [cid, containerd.namespace]
 
 
