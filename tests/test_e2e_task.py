@@ -315,9 +315,14 @@ def test_file_log_uri(containerd, busybox_rootfs, runtime, cid, tmp_path):
             return sorted(log.read_text().splitlines())
         return []
 
-    # runc.v2 copies each stream into the file from its own goroutine and only waits for the
-    # copies (at most 2 s) in Delete, so a loaded machine can see the file before stderr lands
-    assert wait_until(lambda: lines() == ["to-err", "to-out"], 15), lines()
+    if runtime == LXCFS_RUNTIME:  # runc writes both streams to the file itself: all there
+        assert lines() == ["to-err", "to-out"]
+    else:
+        # containerd 1.6.20's runc.v2 copies each stream from its own goroutine; in about one
+        # run of eight the file never gets the stderr line (checked 3 s later). Hold the
+        # reference only to what it reliably does.
+        assert wait_until(lambda: "to-out" in lines(), 15), lines()
+        assert set(lines()) <= {"to-err", "to-out"}, lines()
 
 
 LOGGER = """#!/bin/sh
