@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import anyio
 
 from procfs import fuseloop, mounts, rebind
-from procfs.cgroups import Hierarchies, discover_hierarchies, ref_from_proc
+from procfs.cgroups import CgroupRef, Hierarchies, discover_hierarchies, ref_from_proc
 from procfs.cgroups import resolve_spec_path as _resolve_spec_path
 from procfs.container import Container
 from procfs.files import PRODUCERS
@@ -186,10 +186,10 @@ class View:
         self._containers[key] = container
         return mapping
 
-    def set_init_pid(self, key: str, pid: int) -> None:
+    def set_init_pid(self, key: str, pid: int) -> CgroupRef:
         """Take the container's cgroup from ``/proc/<pid>/cgroup`` (authoritative) and its
         start time (uptime, btime); the FUSE-remount path re-binds inside this pid's mount
-        namespace."""
+        namespace. Returns that cgroup (the service's stats and OOM watch use it too)."""
         c = self._containers[key]
         c.ref = ref_from_proc(pid, self.hierarchies)
         c.init_pid = pid
@@ -199,6 +199,7 @@ class View:
             if node is not None:
                 node.sized_at, node.caller = float("-inf"), None
         self._sample(c)
+        return c.ref
 
     def remove(self, key: str) -> None:
         """Forget a container. Open handles keep their content; new lookups get ENOENT."""

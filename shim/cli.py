@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
+from shim import trace
 from shim.identity import RUNTIME_NAME, SHIM_NAME, __version__
 
 #: flag -> attribute, for flags that take a value (hidden ones are set by `start` itself)
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"{e}\n\n{HELP}", file=sys.stderr, end="")
         return 2
+    trace.mark(f"{args.action or 'serve'}: main")
     if args.help:
         print(HELP, end="")
         return 0

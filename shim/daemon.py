@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 
 from procfs.view import View
-from shim import config, logs
+from shim import config, logs, trace
 from shim.events import Publisher
 from shim.identity import socket_path, state_dir
 from shim.reaper import Reaper, become_subreaper
@@ -48,6 +48,7 @@ def _listener(args: SimpleNamespace) -> tuple[socket.socket, str]:
 
 
 async def _serve(args: SimpleNamespace) -> None:
+    trace.mark("serve: event loop")
     sock, path = _listener(args)
     state = state_dir(args.address, args.namespace, args.group or args.id)
     reaper = Reaper()
@@ -57,15 +58,19 @@ async def _serve(args: SimpleNamespace) -> None:
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(reaper.run)
+            trace.mark("serve: reaper")
             await tg.start(view.run)
+            trace.mark("serve: view mounted")
             await tg.start(publisher.run)
             service = TaskService(namespace=args.namespace, reaper=reaper, view=view,
                                   publisher=publisher, task_group=tg, on_idle=idle.set)
             await tg.start(_task_server(args.task_api, service), sock)
+            trace.mark("serve: accepting")
             tg.start_soon(_on_signals, idle)
             log.info("serving task API %s on %s, view at %s", args.task_api, path,
                      view.mountpoint)
             await idle.wait()
+            trace.mark("serve: idle")
             await publisher.flush()
             await anyio.sleep(_SHUTDOWN_GRACE)
             tg.cancel_scope.cancel()
@@ -78,6 +83,7 @@ async def _serve(args: SimpleNamespace) -> None:
         with contextlib.suppress(OSError):
             os.rmdir(state)
         log.info("shim exited")
+        trace.mark("serve: exit")
 
 
 def _task_server(task_api: str, service: TaskService) -> Callable[..., Awaitable[None]]:

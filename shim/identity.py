@@ -93,13 +93,14 @@ def shim_alive(path: str, timeout: float = 0.1) -> bool:
 
 
 def code_fingerprint() -> str:
-    """Which code a zygote would fork: the interpreter and every module file of ours.
+    """Which code a zygote would fork: the launcher, the interpreter and every module of ours.
 
     Stat-only (about a hundred files): an edited or upgraded installation gets a new zygote
-    instead of children of the old image.
+    instead of children of the old image, and a second launcher (another install, a profiling
+    copy) gets its own.
     """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    digest = sha256(sys.executable.encode())
+    digest = sha256(f"{os.path.abspath(sys.argv[0])}\0{sys.executable}".encode())
     for package in ("shim", "procfs", "protos"):
         for dirpath, dirnames, filenames in os.walk(os.path.join(root, package)):
             dirnames.sort()

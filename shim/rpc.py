@@ -17,6 +17,7 @@ from typing import Any
 
 import betterproto
 
+from shim import trace
 from shim.errors import Code, RpcError, status_of
 
 Message = betterproto.Message
@@ -78,6 +79,8 @@ async def invoke(method: Method, data: bytes, metadata: Iterable[tuple[str, str]
     its code and message; anything else is classified by `status_of` and logged with its
     traceback. Cancellation (a transport's deadline, a closed connection) propagates.
     """
+    call = name.rsplit("/", 1)[-1]
+    trace.mark(f"rpc {call}")
     try:
         request = method.request().parse(data)
     except Exception as exc:
@@ -87,6 +90,7 @@ async def invoke(method: Method, data: bytes, metadata: Iterable[tuple[str, str]
             reply = await method.call(request)
         if not isinstance(reply, betterproto.Message):
             raise TypeError(f"handler returned {type(reply).__name__}, not a message")
+        trace.mark(f"rpc {call} done")
         return Outcome(Code.OK, payload=bytes(reply))
     except RpcError as exc:
         log.debug("%s: %s %s", name, exc.code.name, exc.message)

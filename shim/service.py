@@ -26,7 +26,7 @@ import anyio.abc
 from betterproto.lib.google.protobuf import Any as AnyMsg
 from betterproto.lib.google.protobuf import Empty
 
-from procfs.cgroups import CgroupRef, discover_hierarchies, ref_from_proc
+from procfs.cgroups import CgroupRef
 from procfs.view import View
 from protos.gen.containerd import events
 from protos.gen.containerd.runc import v1 as runc_opts
@@ -34,7 +34,7 @@ from protos.gen.containerd.task import v2 as api
 from protos.gen.containerd.types import Mount
 from protos.gen.containerd.v1 import types as v1types
 from protos.gen.runtimeoptions import v1 as runtimeoptions
-from shim import mountutil, oom, spec, stats
+from shim import mountutil, oom, spec, stats, trace
 from shim.errors import RpcError
 from shim.events import Publisher
 from shim.identity import RUNC_ROOT
@@ -233,6 +233,7 @@ class TaskService:
                       options, checkpoint=req.checkpoint)
         try:
             await self._prepare(c, oci, req)
+            trace.mark("runc create")
             if not c.checkpoint:
                 await runc.create(req.id, bundle, os.path.join(bundle, "init.pid"), init.io.child,
                                   console_socket=init.io.console.path if init.io.console else "",
@@ -247,6 +248,7 @@ class TaskService:
             if isinstance(e, OSError | TimeoutError):
                 raise RpcError.unknown(f"create {req.id}: {e}") from e
             raise
+        trace.mark("runc create done")
         self._containers[req.id] = c
         if not c.checkpoint:
             init.io.release_child_fds()
@@ -263,9 +265,7 @@ class TaskService:
         """The init exists (created or restored): watch its exit, cgroup and OOMs."""
         c.init.pid = pid
         c.watch = self._reaper.watch(pid)
-        self._view.set_init_pid(c.id, pid)
-        with contextlib.suppress(OSError):
-            c.cgroup = ref_from_proc(pid, discover_hierarchies())
+        c.cgroup = self._view.set_init_pid(c.id, pid)
         self._tg.start_soon(self._wait_init_exit, c)
         self._tg.start_soon(self._watch_oom, c)
 

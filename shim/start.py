@@ -16,7 +16,7 @@ import os
 import sys
 from types import SimpleNamespace
 
-from shim import config, shimcgroup
+from shim import config, shimcgroup, trace
 from shim.identity import (
     SHIM_NAME,
     group_annotations,
@@ -181,6 +181,7 @@ def start(args: SimpleNamespace) -> int:
             argv += ["-publish-binary", args.publish_binary]
         if args.debug:
             argv.append("-debug")
+        trace.mark("start: socket bound")
         pid = _fork_from_zygote(argv, bundle, sock) or _exec_daemon(argv, bundle, sock)
     except BaseException:
         os.unlink(path)
@@ -197,6 +198,7 @@ def start(args: SimpleNamespace) -> int:
             return 1
     _copy_oom_score(pid)
     _answer(bundle, mode, path)
+    trace.mark("start: address printed")
     return 0
 
 

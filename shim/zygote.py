@@ -28,6 +28,7 @@ import signal
 import socket
 import sys
 
+from shim import trace
 from shim.identity import SHIM_NAME
 
 IDLE_SECONDS = float(os.environ.get("CONTAINERD_SHIM_LXCFS_ZYGOTE_IDLE", "300"))
@@ -122,6 +123,7 @@ def _recv_request(conn: socket.socket) -> tuple[dict, int]:
 
 def _handle(conn: socket.socket, server: socket.socket) -> None:
     request, listener = _recv_request(conn)
+    trace.mark("zygote: request")
     try:
         child = os.fork()
         if child == 0:  # intermediate: detach, fork the shim, report its pid, go
