@@ -107,7 +107,7 @@ def _profiling_launcher(env: Env) -> Path:
     """A copy of the installed launcher that imports bench/profhook first (see there)."""
     real = Path(find_shim_bin_dir() or "", "containerd-shim-lxcfs-v2")
     text = real.read_text()
-    anchor = "from shim.cli import main\n"
+    anchor = "from shim.cli import run\n"
     if anchor not in text:
         raise SystemExit(f"bench.profile: {real} is not our launcher (install.sh writes it)")
     hook = f"sys.path.insert(0, {str(HERE / 'profhook')!r})\nimport profhook  # bench.profile\n"

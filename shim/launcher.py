@@ -27,9 +27,9 @@ def launcher_text() -> str:
         "# Written by install.sh (python -m shim.launcher): the interpreter without `site`\n"
         "# (faster start/delete on containerd's create path), with our paths set directly.\n"
         "import sys\n"
-        f"sys.path[0:0] = {paths!r}\n"
-        "from shim.cli import main\n"
-        "sys.exit(main())\n"
+        f"sys.path += {paths!r}  # after PYTHONPATH (bench --tree) and the stdlib\n"
+        "from shim.cli import run\n"
+        "run()\n"
     )
 
 

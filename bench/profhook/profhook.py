@@ -3,7 +3,8 @@
 bench.profile runs the shims through a copy of the installed launcher that imports this module
 first (the real launcher runs `python -S`, so a sitecustomize would never load). Processes:
 
-* `start`, `delete`, an exec'd serving process: profiled from here to interpreter exit;
+* `start`, `delete`, an exec'd serving process: profiled from here (imports included) until
+  `shim.cli.main` returns;
 * the fork server (`-zygote`): not profiled itself; each serving process it forks is
   profiled from `shim.cli.main` to its `os._exit`, i.e. without the imports it inherited,
   as in production.
@@ -55,12 +56,21 @@ def install() -> None:
     if "-zygote" in argv:
         _profile_forked_shims()
         return
-    import atexit
-
+    # shim.cli.run ends with os._exit (no atexit): dump when main returns
     action = next((a for a in argv if a in ("start", "delete")), "serve")
     prof = cProfile.Profile()
-    atexit.register(_dump, prof, action)
     prof.enable()
+    import shim.cli
+
+    real_main = shim.cli.main
+
+    def profiled_main(argv: list[str] | None = None) -> int:
+        try:
+            return real_main(argv)
+        finally:
+            _dump(prof, action)
+
+    shim.cli.main = profiled_main
 
 
 install()

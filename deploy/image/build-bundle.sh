@@ -35,9 +35,8 @@ WRAP
 # containerd runs containerd-shim-lxcfs-v2 (the name the shim re-executes itself by)
 cat >"$OUT/bin/containerd-shim-lxcfs-v2" <<SHIM
 #!$PREFIX/bin/python3
-import sys
-from shim.cli import main
-sys.exit(main())
+from shim.cli import run
+run()
 SHIM
 chmod 0755 "$OUT/bin/python3" "$OUT/bin/containerd-shim-lxcfs-v2"
 "$PY" -m compileall -q "$OUT/lib/python3.11/dist-packages" >/dev/null || true
