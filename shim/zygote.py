@@ -1,16 +1,24 @@
-"""A pre-imported fork server for serving processes ("zygote").
+"""A pre-imported fork server for serving processes ("zygote"), with one warm spare.
 
 A serving process spends most of its start-up importing (anyio, pyfuse3, betterproto and the
 generated messages): ~0.4 s per container on a small node, paid on containerd's create path,
 and ~25 MB of private memory per shim. The zygote pays that once: it imports and warms
 everything, freezes the GC (so children don't dirty the shared pages on their first
-collection), then forks one serving process per `start` request. Every shim is still its
-own process: a crash stays in its pod, exactly as with exec'd shims.
+collection), then forks serving processes. Every shim is still its own process: a crash
+stays in its pod, exactly as with exec'd shims.
+
+Forking is itself on the critical path (two forks of a large process, ~5 ms), so the zygote
+keeps one **spare** forked ahead of time: a process that already left the zygote (double
+fork, new session, parent init) and blocks on a socketpair until it is handed a request.
+`start` then waits only for the hand-over; the next spare is forked after the reply. With
+no spare ready (a burst of starts), a fresh one is forked and handed the request at once.
+A spare keeps the zygote's command line (`ps` shows it as a second `-zygote` process, and
+`install.sh` stops both alike) and exits when the zygote closes its end.
 
 Protocol (unix socket, root only): `start` sends one request, NUL-separated fields
 `<argc> <argv...> <cwd> <NAME=value...>` (so `start` needs no json), with the shim's listening
-socket as SCM_RIGHTS; the zygote double-forks (the shim must not be its child) and answers
-the shim's pid in decimal.
+socket as SCM_RIGHTS; the zygote answers the shim's pid in decimal. Zygote to spare: the
+request's length (4 bytes) and bytes, the listening socket attached.
 The zygote exits after `IDLE_SECONDS` without requests; `start` falls back to exec'ing the
 serving process whenever the zygote is not there, and starts a new zygote for next time.
 
@@ -32,6 +40,9 @@ from shim import trace
 from shim.identity import SHIM_NAME
 
 IDLE_SECONDS = float(os.environ.get("CONTAINERD_SHIM_LXCFS_ZYGOTE_IDLE", "300"))
+#: After a hand-over, wait this long before forking the next spare: the fork would compete
+#: for the CPU with the shim that just started (and with containerd creating its container).
+SPARE_DELAY = 0.05
 _MAX_REQUEST = 1 << 20
 
 
@@ -105,6 +116,16 @@ def _become_shim(request: dict, listener: int, keep: list[int]) -> None:
 
 
 def _recv_request(conn: socket.socket) -> tuple[dict, int]:
+    """One request from `start`: (parsed request, listening socket fd)."""
+    data, listener = _recv_raw(conn)
+    try:
+        return _parse(data), listener
+    except ValueError:
+        os.close(listener)
+        raise
+
+
+def _recv_raw(conn: socket.socket) -> tuple[bytes, int]:
     fds = array.array("i")
     data, ancdata, _, _ = conn.recvmsg(_MAX_REQUEST, socket.CMSG_SPACE(fds.itemsize))
     for level, kind, payload in ancdata:
@@ -114,28 +135,111 @@ def _recv_request(conn: socket.socket) -> tuple[dict, int]:
         for fd in fds:
             os.close(fd)
         raise ValueError("expected exactly one listening socket")
-    fields = data.decode().split("\0")
-    argc = int(fields[0])
-    argv, cwd, env = fields[1 : 1 + argc], fields[1 + argc], fields[2 + argc :]
-    request = {"argv": argv, "cwd": cwd, "env": dict(e.split("=", 1) for e in env if "=" in e)}
-    return request, fds[0]
+    return data, fds[0]
 
 
-def _handle(conn: socket.socket, server: socket.socket) -> None:
-    request, listener = _recv_request(conn)
-    trace.mark("zygote: request")
+def _parse(data: bytes) -> dict:
     try:
-        child = os.fork()
-        if child == 0:  # intermediate: detach, fork the shim, report its pid, go
-            try:
-                os.setsid()
-                shim = os.fork()
-                if shim == 0:
-                    _become_shim(request, listener, [conn.fileno(), server.fileno()])
-                conn.sendall(str(shim).encode())
-            finally:
-                os._exit(0)
-        os.waitpid(child, 0)
+        fields = data.decode().split("\0")
+        argc = int(fields[0])
+        argv, cwd, env = fields[1 : 1 + argc], fields[1 + argc], fields[2 + argc :]
+    except (UnicodeDecodeError, ValueError, IndexError) as e:
+        raise ValueError(f"malformed request: {e}") from e
+    return {"argv": argv, "cwd": cwd, "env": dict(e.split("=", 1) for e in env if "=" in e)}
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < size:
+        chunk = sock.recv(size - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+def _wait_as_spare(ctl: socket.socket, close: list[int]) -> None:
+    """In a spare: wait for the zygote's hand-over, then become that shim; never returns."""
+    try:
+        for fd in close:
+            os.close(fd)
+        fds = array.array("i")
+        header, ancdata, _, _ = ctl.recvmsg(4, socket.CMSG_SPACE(fds.itemsize))
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        if not header or len(fds) != 1:
+            raise EOFError  # the zygote is gone (idle exit, SIGTERM): so is its spare
+        header += _recv_exactly(ctl, 4 - len(header))
+        request = _parse(_recv_exactly(ctl, int.from_bytes(header, "little")))
+        _become_shim(request, fds[0], [ctl.fileno()])
+    except BaseException:
+        pass
+    finally:
+        os._exit(0)
+
+
+class _Spare:
+    """A serving process forked ahead of its request (see the module docstring)."""
+
+    def __init__(self, pid: int, ctl: socket.socket) -> None:
+        self.pid, self.ctl = pid, ctl
+
+    @classmethod
+    def fork(cls, server: socket.socket) -> _Spare:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            child = os.fork()
+            if child == 0:  # intermediate: new session, fork the spare, report its pid, go
+                try:
+                    os.setsid()
+                    spare = os.fork()
+                    if spare == 0:
+                        _wait_as_spare(theirs, [ours.fileno(), server.fileno()])
+                    theirs.sendall(str(spare).encode())
+                finally:
+                    os._exit(0)
+            os.waitpid(child, 0)
+            ours.settimeout(5)
+            reply = ours.recv(32)
+            if not reply.isdigit():
+                raise OSError("the spare's intermediate process failed")
+            return cls(int(reply), ours)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+
+    def take(self, data: bytes, listener: int) -> bool:
+        """Hand over one request; False if the spare is gone (killed meanwhile)."""
+        try:
+            self.ctl.sendmsg([len(data).to_bytes(4, "little"), data],
+                             [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                               array.array("i", [listener]).tobytes())])
+            return True
+        except OSError:
+            return False
+        finally:
+            self.ctl.close()  # the spare has what it needs; a dead one is reaped by init
+
+
+def _handle(conn: socket.socket, server: socket.socket, spare: _Spare | None) -> _Spare | None:
+    """Serve one `start`: hand its request to the spare (or a fresh one); reply the pid.
+
+    Returns the spare left for the next request: None when this one was used, so the
+    caller forks the next after the reply is out.
+    """
+    data, listener = _recv_raw(conn)
+    try:
+        _parse(data)  # a malformed request is refused here, not in a shim
+        trace.mark("zygote: request")
+        if spare is None or not spare.take(data, listener):
+            spare = _Spare.fork(server)
+            if not spare.take(data, listener):
+                raise OSError("a fresh spare died before its hand-over")
+        conn.sendall(str(spare.pid).encode())
+        return None
     finally:
         os.close(listener)
 
@@ -166,18 +270,28 @@ def serve(path: str) -> int:
     try:
         os.chmod(path, 0o600)
         server.listen(64)
-        server.settimeout(IDLE_SECONDS)
+        spare: _Spare | None = None
         while True:
+            # the next spare is forked once the last shim had SPARE_DELAY to start alone
+            server.settimeout(SPARE_DELAY if spare is None else IDLE_SECONDS)
             try:
                 conn, _ = server.accept()
             except TimeoutError:
-                return 0
+                if spare is not None:
+                    return 0
+                try:
+                    spare = _Spare.fork(server)
+                except OSError:
+                    return 0  # cannot fork: `start` execs shims until a new zygote runs
+                continue
             with conn:
                 conn.settimeout(5)
-                with contextlib.suppress(OSError, ValueError):
-                    if _peer_is_root(conn):
-                        _handle(conn, server)
+                if _peer_is_root(conn):
+                    with contextlib.suppress(OSError, ValueError, EOFError):
+                        spare = _handle(conn, server, spare)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
         server.close()
+        if spare is not None:
+            spare.ctl.close()  # EOF: the spare exits

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from pathlib import Path
 
 import pytest
-from harness import LXCFS_RUNTIME, wait_until
+from harness import LXCFS_RUNTIME, process_cmdlines, wait_until
 
 from shim import start, zygote
 
@@ -69,6 +70,60 @@ def test_shims_are_forked_from_the_zygote(containerd, busybox_rootfs, cid):
         r = containerd.ctr("task", "exec", "--exec-id", "e1", ids[-1], "/bin/head", "-1",
                            "/proc/meminfo", timeout=30)
         assert r.returncode == 0 and r.stdout.startswith("MemTotal:"), r.stderr
+    finally:
+        for c in ids:
+            containerd.force_remove(c)
+            assert not containerd.wait_no_leaks_for(c, timeout=10)
+
+
+def _zygote_family() -> dict[str, list[int]]:
+    """zygote socket path -> pids of the processes titled `-zygote <path>` (zygote, spare)."""
+    family: dict[str, list[int]] = {}
+    for pid, argv in process_cmdlines().items():
+        if "-zygote" in argv and argv.index("-zygote") + 1 < len(argv):
+            family.setdefault(argv[argv.index("-zygote") + 1], []).append(pid)
+    return family
+
+
+def _spare_of(path: str) -> int | None:
+    """The spare: same title as its zygote, but not a session leader (it left via setsid in
+    an intermediate process); the zygote itself leads the session `start` gave it."""
+    for pid in _zygote_family().get(path, []):
+        try:
+            if os.getsid(pid) != pid:
+                return pid
+        except ProcessLookupError:
+            pass
+    return None
+
+
+@pytest.mark.e2e
+def test_a_warm_spare_becomes_the_next_shim(containerd, busybox_rootfs, cid):
+    """The zygote keeps one spare forked ahead; a `start` is handed to it (same pid), the
+    next spare follows, and stopping the zygote takes its spare along."""
+    ids = [f"{cid}-warm", f"{cid}-a", f"{cid}-b"]
+    try:
+        r = containerd.run_detached(LXCFS_RUNTIME, busybox_rootfs, ids[0], "/bin/sleep", "1000")
+        assert r.returncode == 0, r.stderr
+        # the zygote of this code: the one whose socket exists (older ones may linger)
+        live = lambda: [p for p in _zygote_family() if os.path.exists(p)]  # noqa: E731
+        assert wait_until(live, 10), _zygote_family()
+        path = live()[0]
+        for c in ids[1:]:
+            spare = wait_until(lambda: _spare_of(path), 10)
+            assert spare, f"no spare next to the zygote: {_zygote_family()}"
+            r = containerd.run_detached(LXCFS_RUNTIME, busybox_rootfs, c, "/bin/sleep", "1000")
+            assert r.returncode == 0, r.stderr
+            assert [pid for pid, _ in containerd.shim_processes(c)] == [spare]
+            r = containerd.ctr("task", "exec", "--exec-id", "e1", c, "/bin/head", "-1",
+                               "/proc/meminfo", timeout=30)
+            assert r.returncode == 0 and r.stdout.startswith("MemTotal:"), r.stderr
+        spare = wait_until(lambda: _spare_of(path), 10)
+        assert spare
+        zygote_pid = next(p for p in _zygote_family()[path] if p != spare)
+        os.kill(zygote_pid, signal.SIGTERM)
+        assert wait_until(lambda: not _zygote_family().get(path), 10), _zygote_family()
+        assert not os.path.exists(path)
     finally:
         for c in ids:
             containerd.force_remove(c)
