@@ -406,6 +406,8 @@ stop_zygotes() {
   if pkill -TERM -f -- "$SHIM -zygote " 2>/dev/null; then
     info "stopped the idle fork server(s) of the previous installation"
   fi
+  # a zygote removes its socket when it stops; one killed outright (SIGKILL, OOM) leaves it
+  rm -f /run/containerd-shim-lxcfs/zygote-*.sock
 }
 
 uninstall() {

@@ -7,11 +7,13 @@ everything, freezes the GC (so children don't dirty the shared pages on their fi
 collection), then forks serving processes. Every shim is still its own process: a crash
 stays in its pod, exactly as with exec'd shims.
 
-Forking is itself on the critical path (two forks of a large process, ~5 ms), so the zygote
-keeps one **spare** forked ahead of time: a process that already left the zygote (double
-fork, new session, parent init) and blocks on a socketpair until it is handed a request.
-`start` then waits only for the hand-over; the next spare is forked after the reply. With
-no spare ready (a burst of starts), a fresh one is forked and handed the request at once.
+Forking is itself on the critical path (two forks of a large process, ~5 ms), and so is a
+serving process's own set-up (event loop, subreaper, reaper: ~5 ms more), so the zygote keeps
+one **spare** ahead of time: a process that already left the zygote (double fork, new session,
+parent init), set all that up (`serve_spare` in shim/daemon.py), and waits in its event loop
+on a socketpair. `start` waits only for the hand-over; the spare then takes on the request's
+cwd, environment and title and serves. The next spare is forked `SPARE_DELAY` after a
+hand-over; with none ready (a burst of starts), a fresh one is forked and handed the request.
 A spare keeps the zygote's command line (`ps` shows it as a second `-zygote` process, and
 `install.sh` stops both alike) and exits when the zygote closes its end.
 
@@ -88,31 +90,15 @@ def _set_cmdline(argv: list[str]) -> None:
         pass
 
 
-def _become_shim(request: dict, listener: int, keep: list[int]) -> None:
-    """In the grandchild: turn into the serving process `start` asked for; never returns."""
-    status = 1
-    try:
-        for fd in keep:
-            os.close(fd)
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        if listener != 3:
-            os.dup2(listener, 3)
-            os.close(listener)
-        os.set_inheritable(3, False)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
-        argv = [str(a) for a in request["argv"]]
-        _set_cmdline(argv)
-        sys.argv = [SHIM_NAME, *argv]
-        from shim.cli import main
-
-        status = main(argv)
-    except BaseException:
-        status = 1
-    finally:
-        os._exit(status)
+def _assume(request: dict) -> list[str]:
+    """Take on the process-wide identity `start` asked for: cwd, environment, title; argv."""
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    argv = [str(a) for a in request["argv"]]
+    _set_cmdline(argv)
+    sys.argv = [SHIM_NAME, *argv]
+    return argv
 
 
 def _recv_request(conn: socket.socket) -> tuple[dict, int]:
@@ -158,25 +144,43 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(buf)
 
 
-def _wait_as_spare(ctl: socket.socket, close: list[int]) -> None:
-    """In a spare: wait for the zygote's hand-over, then become that shim; never returns."""
+def _take(ctl: socket.socket) -> tuple[list[str], int]:
+    """In a spare whose control socket is readable: the hand-over, as (argv, listener fd).
+
+    EOFError when the zygote is gone (idle exit, SIGTERM): so is its spare.
+    """
     try:
-        for fd in close:
-            os.close(fd)
         fds = array.array("i")
         header, ancdata, _, _ = ctl.recvmsg(4, socket.CMSG_SPACE(fds.itemsize))
         for level, kind, payload in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
         if not header or len(fds) != 1:
-            raise EOFError  # the zygote is gone (idle exit, SIGTERM): so is its spare
+            raise EOFError
         header += _recv_exactly(ctl, 4 - len(header))
         request = _parse(_recv_exactly(ctl, int.from_bytes(header, "little")))
-        _become_shim(request, fds[0], [ctl.fileno()])
-    except BaseException:
-        pass
     finally:
-        os._exit(0)
+        ctl.close()
+    os.set_inheritable(fds[0], False)  # received fds are inheritable: keep it from runc
+    return _assume(request), fds[0]
+
+
+def _wait_as_spare(ctl: socket.socket, close: list[int]) -> None:
+    """In a spare: run the serving process's event loop and reaper ahead of the request
+    (shim/daemon.py's serve_spare), which `_take` then delivers; never returns."""
+    status = 1
+    try:
+        for fd in close:
+            os.close(fd)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        from shim import daemon
+
+        status = daemon.serve_spare(ctl.fileno(), lambda: _take(ctl))
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)
 
 
 class _Spare:

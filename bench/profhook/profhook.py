@@ -5,9 +5,9 @@ first (the real launcher runs `python -S`, so a sitecustomize would never load).
 
 * `start`, `delete`, an exec'd serving process: profiled from here (imports included) until
   `shim.cli.main` returns;
-* the fork server (`-zygote`): not profiled itself; each serving process it forks is
-  profiled from `shim.cli.main` to its `os._exit`, i.e. without the imports it inherited,
-  as in production.
+* the fork server (`-zygote`): not profiled itself; each spare it forks is profiled from the
+  moment a `start` hands it over until it exits, i.e. without the imports and the event-loop
+  set-up it did ahead, as in production.
 
 Output: $BENCH_PROF_DIR/<action>-<pid>.prof (the serving process reads the variable from the
 environment of its request). Without BENCH_PROF_DIR this module does nothing.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import cProfile
 import os
 import sys
+from collections.abc import Callable
 
 
 def _dump(prof: cProfile.Profile, action: str) -> None:
@@ -28,25 +29,24 @@ def _dump(prof: cProfile.Profile, action: str) -> None:
 
 
 def _profile_forked_shims() -> None:
-    import shim.cli
-    import shim.zygote
+    import shim.daemon
 
-    become = shim.zygote._become_shim
-    real_main = shim.cli.main
+    real = shim.daemon.serve_spare
 
-    def profiled_main(argv: list[str] | None = None) -> int:
+    def serve_spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
         prof = cProfile.Profile()
-        prof.enable()
+
+        def take_and_profile() -> tuple[list[str], int]:
+            handed = take()
+            prof.enable()  # from the hand-over on: the spare's idle wait is not the shim's
+            return handed
+
         try:
-            return real_main(argv)
+            return real(ready, take_and_profile)
         finally:
             _dump(prof, "serve")
 
-    def become_profiled(request: dict, listener: int, keep: list[int]) -> None:
-        shim.cli.main = profiled_main  # _become_shim imports main after this
-        become(request, listener, keep)
-
-    shim.zygote._become_shim = become_profiled
+    shim.daemon.serve_spare = serve_spare
 
 
 def install() -> None:
