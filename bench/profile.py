@@ -179,6 +179,8 @@ def critical_path(env: Env, runs: int) -> str:
     number of plain runc.v2 runs, alternating.
     """
     trace_file = env.workdir / "trace.log"
+    # a fork server started before without the variable would leave its marks out
+    _stop_zygotes(Path(find_shim_bin_dir() or "", "containerd-shim-lxcfs-v2"))
     env.ctrd.stop()
     env.ctrd.env[shim_trace.ENV] = str(trace_file)
     env.ctrd.start()
