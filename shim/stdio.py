@@ -91,7 +91,7 @@ class ProcessIO:
         try:
             scheme = urlparse(stdout).scheme if stdout else ""
             if scheme in ("", "fifo"):
-                io._open_fifos()
+                io._open_fifos(ctx)
             elif scheme == "file":
                 io._open_file()
             elif scheme == "binary":
@@ -130,7 +130,13 @@ class ProcessIO:
         self._held[key] = _open_fifo(path, os.O_RDONLY)
         return _open_fifo(path, os.O_WRONLY)
 
-    def _open_fifos(self) -> None:
+    def _open_fifos(self, ctx: IOContext) -> None:
+        """containerd's FIFOs themselves become the container's stdio (no copy).
+
+        With IoUid/IoGid the FIFOs are chowned to them: runc.v2 hands the container pipes it
+        chowns, so a process of that user can reopen /dev/stdout (/proc/self/fd/1); these
+        FIFOs are containerd's private per-task files, owned by nobody else.
+        """
         stdin = self._stdin_fd()
         out_path = urlparse(self.stdout).path if self.stdout else ""
         if self.terminal:
@@ -150,6 +156,10 @@ class ProcessIO:
         else:
             err_fd = self._devnull()
         self.child = (in_fd, out_fd, err_fd)
+        if ctx.uid or ctx.gid:
+            for fd, path in ((in_fd, stdin >= 0), (out_fd, out_path), (err_fd, self.stderr)):
+                if path:  # never /dev/null
+                    os.fchown(fd, ctx.uid, ctx.gid)
 
     def _open_file(self) -> None:
         """`file:///abs/path`: stdout and stderr both append to the file (handed to runc)."""

@@ -148,6 +148,9 @@ def build_busybox_rootfs(dest: str | os.PathLike, busybox: str = "/bin/busybox")
         raise HarnessError(f"{busybox} missing: install Debian's busybox-static (install.sh does)")
     for d in ("bin", "proc", "sys", "dev", "tmp", "etc", "root", "run"):
         (root / d).mkdir(parents=True, exist_ok=True)
+        (root / d).chmod(0o755)
+    root.chmod(0o755)  # mkdtemp makes it 0700: a non-root container user could not run /bin/sh
+    (root / "root").chmod(0o700)
     (root / "tmp").chmod(0o1777)
     shutil.copy2(busybox, root / "bin" / "busybox")
     subprocess.run(
@@ -157,8 +160,10 @@ def build_busybox_rootfs(dest: str | os.PathLike, busybox: str = "/bin/busybox")
         capture_output=True,
         timeout=60,
     )
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\n")
+    # root, and one unprivileged user as most images have (tests that drop privileges)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                         "user:x:1000:1000:user:/tmp:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nuser:x:1000:\n")
     (root / "etc" / "hostname").write_text("busybox\n")
     if not (root / "bin" / "sh").exists():
         raise HarnessError(f"busybox --install did not create {root}/bin/sh")

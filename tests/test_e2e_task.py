@@ -421,6 +421,26 @@ def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runt
                 d.rmdir()
 
 
+def test_io_uid_gid_own_the_containers_stdio(containerd, busybox_rootfs, runtime, cid,
+                                            tmp_path):
+    """IoUid/IoGid: runc.v2 chowns the pipes it gives the container; we chown containerd's
+    FIFOs, which the container gets directly. runc then sets the owner to the process user
+    (root here) and keeps the group, so both show 0:100000. ctr 1.6 reaches runc.v2's
+    Options through --uidmap/--gidmap (it sets IoUid/IoGid from them; with --rootfs it creates
+    no user namespace), ours through the runtime-options TOML."""
+    if runtime == LXCFS_RUNTIME:
+        config = tmp_path / "runtime.toml"
+        config.write_text("IoUid = 100000\nIoGid = 100000\n")
+        args: tuple[str, ...] = ("--runtime-config-path", str(config))
+    else:
+        args = ("--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536")
+    r = containerd.run(runtime, busybox_rootfs, cid, "/bin/sh", "-c",
+                       "for f in 0 1 2; do stat -L -c %u:%g /proc/self/fd/$f; done",
+                       ctr_args=args)
+    assert r.returncode == 0, _explain(r)
+    assert r.stdout.split() == ["0:100000"] * 3, _explain(r)
+
+
 # --------------------------------------------------------------------------- grouping
 
 
