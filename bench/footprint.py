@@ -23,8 +23,8 @@ from bench.common import (
     SHORT,
     Env,
     Row,
-    harness,
     progress,
+    zygote_pids,
 )
 
 #: Binary name fragment of each runtime's shim on its command line.
@@ -60,22 +60,12 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _zygotes() -> list[int]:
-    """The lxcfs shim's fork servers: shared by every pod of the node, so their cost counts."""
-    out = []
-    for pid, argv in harness.process_cmdlines().items():
-        line = " ".join(argv)
-        if _MARK[LXCFS_RUNTIME] in line and "-zygote" in argv:
-            out.append(pid)
-    return out
-
-
 def shim_pids(env: Env, runtime: str) -> list[int]:
     """Shims of `runtime` serving our containerd (and the lxcfs zygote), plus their
     non-container descendants."""
     roots = [pid for pid, cmd in env.ctrd.shim_processes() if _MARK[runtime] in cmd]
     if runtime == LXCFS_RUNTIME:
-        roots += _zygotes()
+        roots += zygote_pids()  # shared by every pod of the node: their cost counts
     containers = {pid for pid, _ in env.ctrd.tasks().values()}
     kids = _children()
     out, todo = [], list(roots)

@@ -40,9 +40,9 @@ from bench.common import (
     Env,
     bench_env,
     find_shim_bin_dir,
-    harness,
     production_like,
     progress,
+    zygote_pids,
 )
 from shim import trace as shim_trace
 
@@ -118,11 +118,10 @@ def _profiling_launcher(env: Env) -> Path:
 
 
 def _stop_zygotes(launcher: Path) -> None:
-    """The profiling launcher's fork server (its fingerprint includes the launcher path)."""
-    for pid, argv in harness.process_cmdlines().items():
-        if "-zygote" in argv and str(launcher) in argv:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+    """Fork servers of `launcher` (the fingerprint includes the launcher path)."""
+    for pid in zygote_pids(str(launcher)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def shim_profiles(env: Env, runs: int, save: str | None = None) -> str:

@@ -109,17 +109,22 @@ async def _on_signals(idle: anyio.Event) -> None:
             return
 
 
-def serve(args: SimpleNamespace) -> int:
-    """The serving process exec'd by `start` (no zygote) or run by hand."""
-    logs.setup(args.namespace, args.id, args.debug)
+def _run(main: Callable[..., Awaitable[int | None]], *args: object) -> int:
+    """The serving process's event loop, as a child subreaper that ignores SIGPIPE:
+    `main`'s status, or 1 after logging what crashed it."""
     become_subreaper()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
-        anyio.run(_serve, args, backend="asyncio")
+        return anyio.run(main, *args, backend="asyncio") or 0
     except Exception:
         log.exception("shim failed")
         return 1
-    return 0
+
+
+def serve(args: SimpleNamespace) -> int:
+    """The serving process exec'd by `start` (no zygote) or run by hand."""
+    logs.setup(args.namespace, args.id, args.debug)
+    return _run(_serve, args)
 
 
 def serve_spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
@@ -127,13 +132,7 @@ def serve_spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
     the subreaper and the reaper set up *before* a `start` hands over its request (~5 ms
     less on containerd's create path). `take()` is called once `ready` is readable; it
     gives the shim's argv and listener fd, or raises EOFError when the zygote went away."""
-    become_subreaper()
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    try:
-        return anyio.run(_spare, ready, take, backend="asyncio")
-    except Exception:
-        log.exception("shim failed")
-        return 1
+    return _run(_spare, ready, take)
 
 
 async def _spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
@@ -142,21 +141,21 @@ async def _spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
     reaper = Reaper()
     async with anyio.create_task_group() as tg:
         await tg.start(reaper.run)
-        await anyio.wait_readable(ready)
         try:
-            argv, listener = take()
-        except EOFError:
-            tg.cancel_scope.cancel()
+            await anyio.wait_readable(ready)
+            try:
+                argv, listener = take()
+            except EOFError:
+                return 0
+            trace.mark("serve: handed over")
+            try:
+                args = parse(argv)
+            except UsageError as e:
+                os.close(listener)
+                print(f"spare: {e}", file=sys.stderr)
+                return 2
+            logs.setup(args.namespace, args.id, args.debug)
+            await _serve(args, listener, reaper)
             return 0
-        trace.mark("serve: handed over")
-        try:
-            args = parse(argv)
-        except UsageError as e:
-            os.close(listener)
-            print(f"spare: {e}", file=sys.stderr)
-            tg.cancel_scope.cancel()
-            return 2
-        logs.setup(args.namespace, args.id, args.debug)
-        await _serve(args, listener, reaper)
-        tg.cancel_scope.cancel()
-    return 0
+        finally:
+            tg.cancel_scope.cancel()  # the reaper

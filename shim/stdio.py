@@ -157,9 +157,10 @@ class ProcessIO:
             err_fd = self._devnull()
         self.child = (in_fd, out_fd, err_fd)
         if ctx.uid or ctx.gid:
-            for fd, path in ((in_fd, stdin >= 0), (out_fd, out_path), (err_fd, self.stderr)):
-                if path:  # never /dev/null
-                    os.fchown(fd, ctx.uid, ctx.gid)
+            fifos = {fd for fd, is_fifo in ((in_fd, stdin >= 0), (out_fd, bool(out_path)),
+                                            (err_fd, bool(self.stderr))) if is_fifo}
+            for fd in fifos:  # never /dev/null; stdout and stderr may share one
+                os.fchown(fd, ctx.uid, ctx.gid)
 
     def _open_file(self) -> None:
         """`file:///abs/path`: stdout and stderr both append to the file (handed to runc)."""

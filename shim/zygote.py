@@ -111,12 +111,9 @@ def _recv_request(conn: socket.socket) -> tuple[dict, int]:
         raise
 
 
-def _recv_raw(conn: socket.socket) -> tuple[bytes, int]:
-    fds = array.array("i")
-    data, ancdata, _, _ = conn.recvmsg(_MAX_REQUEST, socket.CMSG_SPACE(fds.itemsize))
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+def _recv_raw(conn: socket.socket, size: int = _MAX_REQUEST) -> tuple[bytes, int]:
+    """Up to `size` bytes and the one fd that must come with them (ValueError otherwise)."""
+    data, fds, _, _ = socket.recv_fds(conn, size, 2)
     if len(fds) != 1:
         for fd in fds:
             os.close(fd)
@@ -150,19 +147,16 @@ def _take(ctl: socket.socket) -> tuple[list[str], int]:
     EOFError when the zygote is gone (idle exit, SIGTERM): so is its spare.
     """
     try:
-        fds = array.array("i")
-        header, ancdata, _, _ = ctl.recvmsg(4, socket.CMSG_SPACE(fds.itemsize))
-        for level, kind, payload in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-        if not header or len(fds) != 1:
-            raise EOFError
+        try:
+            header, listener = _recv_raw(ctl, 4)
+        except ValueError as e:
+            raise EOFError from e  # nothing came: the zygote closed its end
         header += _recv_exactly(ctl, 4 - len(header))
         request = _parse(_recv_exactly(ctl, int.from_bytes(header, "little")))
     finally:
         ctl.close()
-    os.set_inheritable(fds[0], False)  # received fds are inheritable: keep it from runc
-    return _assume(request), fds[0]
+    os.set_inheritable(listener, False)  # received fds are inheritable: keep it from runc
+    return _assume(request), listener
 
 
 def _wait_as_spare(ctl: socket.socket, close: list[int]) -> None:
@@ -218,9 +212,7 @@ class _Spare:
     def take(self, data: bytes, listener: int) -> bool:
         """Hand over one request; False if the spare is gone (killed meanwhile)."""
         try:
-            self.ctl.sendmsg([len(data).to_bytes(4, "little"), data],
-                             [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                               array.array("i", [listener]).tobytes())])
+            socket.send_fds(self.ctl, [len(data).to_bytes(4, "little"), data], [listener])
             return True
         except OSError:
             return False
