@@ -402,12 +402,23 @@ lxcfs_shims_running() {
 
 # The fork server holds the old code's image: stop it when the code changes or goes away (it is
 # in no container's path; the next `start` launches a new one).
+# Only this $PREFIX's zygotes: another installation (a second PREFIX) keeps its own.
 stop_zygotes() {
-  if pkill -TERM -f -- "$SHIM -zygote " 2>/dev/null; then
+  if pkill -TERM -f -- "$PREFIX/bin/$SHIM -zygote " 2>/dev/null; then
     info "stopped the idle fork server(s) of the previous installation"
   fi
-  # a zygote removes its socket when it stops; one killed outright (SIGKILL, OOM) leaves it
-  rm -f /run/containerd-shim-lxcfs/zygote-*.sock
+  # a zygote removes its socket when it stops; one killed outright (SIGKILL, OOM) leaves it:
+  # remove the sockets nobody listens on
+  local s
+  for s in /run/containerd-shim-lxcfs/zygote-*.sock; do
+    [[ -S $s ]] || continue
+    "$SYS_PYTHON" -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError:
+    sys.exit(1)' "$s" 2>/dev/null || rm -f "$s"
+  done
 }
 
 uninstall() {
