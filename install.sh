@@ -11,7 +11,7 @@ Usage: sudo ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
 
 Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
   1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
-     python3-venv python3-dev busybox-static lxcfs
+     python3-venv python3-dev busybox-static lxcfs; with --test also: criu
   2. a venv at $PREFIX (default /opt/containerd-shim-lxcfs) made with /usr/bin/python3,
      with this directory's package installed into it (non-editable)
   3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
@@ -95,6 +95,9 @@ read -r -a CONTAINERD_CMD <<<"${CONTAINERD:-containerd}"
 CONTAINERD_CMD=(${HOST[@]+"${HOST[@]}"} "${CONTAINERD_CMD[@]}")
 APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv python3-dev
   busybox-static lxcfs)
+# Programs only the test suite and the benches call (--test installs them too; the suite's
+# tests/test_install_provides.py checks that every program they run is installed by this file).
+TEST_APT_PACKAGES=(criu)
 SUMMARY=()
 CLEANUP=()
 cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }
@@ -111,23 +114,25 @@ host() { ${HOST[@]+"${HOST[@]}"} "$@"; }
 # ------------------------------------------------------------------ 1. apt packages
 install_packages() {
   step "Debian packages"
-  local missing=() p
-  for p in "${APT_PACKAGES[@]}"; do
+  local missing=() p wanted=("${APT_PACKAGES[@]}")
+  [[ $MODE == test ]] && wanted+=("${TEST_APT_PACKAGES[@]}")
+  for p in "${wanted[@]}"; do
     if [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) != "install ok installed" ]]; then
       missing+=("$p")
     fi
   done
   if ((${#missing[@]} == 0)); then
-    info "all present: ${APT_PACKAGES[*]}"
+    info "all present: ${wanted[*]}"
     SUMMARY+=("apt: nothing to install")
     return
   fi
   info "missing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   info "apt-get update"
-  apt-get update -qq
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
   info "apt-get install ${missing[*]}"
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" \
+    </dev/null >/dev/null
   SUMMARY+=("apt: installed ${missing[*]}")
 }
 
