@@ -97,7 +97,7 @@ APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv pyt
   busybox-static lxcfs)
 # Programs only the test suite and the benches call (--test installs them too; the suite's
 # tests/test_install_provides.py checks that every program they run is installed by this file).
-TEST_APT_PACKAGES=(criu)
+TEST_APT_PACKAGES=(criu qemu-system-x86 mmdebstrap)
 SUMMARY=()
 CLEANUP=()
 cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }
@@ -456,6 +456,23 @@ uninstall() {
   SUMMARY+=("kept: the imports line in $cfg (matches nothing harmful) and apt packages")
 }
 
+# ------------------------------------------------------------------ cgroup v2 guest (--test)
+# The suites' cgroup v2 part runs in a QEMU guest (tests/test_guest_cgroup_v2.py): build its
+# image now (Debian packages + wheels, cached by a hash of the recipe under
+# /var/cache/containerd-shim-lxcfs/guest/), so the test run only boots it. Not inside the guest.
+prepare_cgroup_v2_guest() {
+  [[ $MODE == test && -z ${CONTAINERD_SHIM_LXCFS_IN_GUEST:-} ]] || return 0
+  step "cgroup v2 test guest (tests/guest/build_image.sh)"
+  local t=$SECONDS dir
+  if dir="$(bash "$SRC_DIR/tests/guest/build_image.sh")"; then
+    info "image: $dir ($((SECONDS - t)) s)"
+    SUMMARY+=("cgroup v2 guest image: $dir ($((SECONDS - t)) s)")
+  else
+    info "warning: building the guest image failed; tests/test_guest_cgroup_v2.py will fail"
+    SUMMARY+=("cgroup v2 guest image: build FAILED")
+  fi
+}
+
 print_summary() {
   printf '\n==== summary (%s%s) ====\n' "$MODE" "$( ((NODE)) && echo ', node' )"
   local s
@@ -486,6 +503,7 @@ fi
 install_symlink
 configure_containerd
 maybe_restart_containerd
+prepare_cgroup_v2_guest
 
 case "$MODE" in
   install)

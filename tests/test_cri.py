@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cgroup_paths
 import pytest
 from cri_client import CriClient
 from cri_images import build_image
@@ -347,3 +348,18 @@ def test_pod_selecting_files_gets_only_those(client, pod_factory):
 
     teardown_pod(client, only_cpu)
     teardown_pod(client, only_mem)
+
+
+def test_cgroup_namespace_on_v2(client, pod_factory):
+    """On a cgroup v2 host CRI gives each container its own cgroup namespace: inside, the
+    container's cgroup is `/` and /sys/fs/cgroup is that cgroup. The shim resolves the real
+    path from outside, so the view keeps the pod's limits."""
+    if not cgroup_paths.unified():
+        pytest.skip("cgroup v1 host: no cgroup namespace here; tests/test_guest_cgroup_v2.py "
+                    "runs this in a cgroup v2 guest")
+    pod = pod_factory("cgns")
+    assert exec_text(client, pod.container_id, "cat", "/proc/self/cgroup") == "0::/\n"
+    inside = exec_text(client, pod.container_id, "cat", "/sys/fs/cgroup/memory.max")
+    assert inside.strip() == str(LIMIT)
+    meminfo = parse_meminfo(exec_text(client, pod.container_id, "cat", "/proc/meminfo"))
+    assert meminfo["MemTotal"] == LIMIT // 1024

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import anyio
+import cgroup_paths
 import pytest
 from betterproto.lib.google.protobuf import Any as AnyMsg
 from betterproto.lib.google.protobuf import Empty as _Empty
@@ -148,7 +149,7 @@ def shim_call(containerd, cid: str, method: str, request, response_type=None):
 
 
 def _memory_cgroup(containerd, cid: str) -> Path:
-    return Path("/sys/fs/cgroup/memory") / containerd.namespace / cid
+    return cgroup_paths.ctr_cgroup(containerd.namespace, cid, "memory")
 
 
 # --------------------------------------------------------------------------- exec
@@ -263,8 +264,7 @@ def test_update_memory_limit(containerd, runtime, running):
     cid = running("--memory-limit", str(256 * MiB))
     reply = _update_memory(containerd, cid, 128 * MiB)
     assert not isinstance(reply, RpcError), reply
-    limit = int((_memory_cgroup(containerd, cid) / "memory.limit_in_bytes").read_text())
-    assert limit == 128 * MiB
+    assert cgroup_paths.memory_limit(_memory_cgroup(containerd, cid)) == 128 * MiB
     r = containerd.ctr("task", "exec", "--exec-id", "mi", cid, "/bin/cat", "/proc/meminfo",
                        timeout=30)
     assert r.returncode == 0, _explain(r)
@@ -282,12 +282,19 @@ def test_metrics(containerd, runtime, running):
     r = containerd.ctr("task", "metrics", "--format", "json", cid, timeout=30)
     assert r.returncode == 0, _explain(r)
     data = json.loads(r.stdout)
-    assert data["memory"]["usage"]["limit"] == 64 * MiB, r.stdout
-    assert data["memory"]["usage"]["usage"] > 0, r.stdout
-    assert data["cpu"]["usage"]["total"] > 0, r.stdout
+    if cgroup_paths.unified():  # io.containerd.cgroups.v2.Metrics
+        assert data["memory"]["usage_limit"] == 64 * MiB, r.stdout
+        assert data["memory"]["usage"] > 0, r.stdout
+        assert data["cpu"]["usage_usec"] > 0, r.stdout
+    else:  # io.containerd.cgroups.v1.Metrics
+        assert data["memory"]["usage"]["limit"] == 64 * MiB, r.stdout
+        assert data["memory"]["usage"]["usage"] > 0, r.stdout
+        assert data["cpu"]["usage"]["total"] > 0, r.stdout
     assert data["pids"]["current"] >= 1, r.stdout
     r = containerd.ctr("task", "metrics", cid, timeout=30)
-    assert r.returncode == 0 and "memory.usage_in_bytes" in r.stdout, _explain(r)
+    # ctr's table names the v1 files, or the v2 Metrics fields
+    word = "memory.usage" if cgroup_paths.unified() else "memory.usage_in_bytes"
+    assert r.returncode == 0 and word in r.stdout, _explain(r)
     _stop(containerd, cid)
 
 
@@ -398,7 +405,8 @@ def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runt
     wrapper.write_text(RUNC_WRAPPER.format(log=calls))
     wrapper.chmod(0o755)
     group = f"shimcg-{os.getpid()}"
-    dirs = [Path("/sys/fs/cgroup", c, group) for c in ("memory", "pids")]
+    controllers = ("",) if cgroup_paths.unified() else ("memory", "pids")
+    dirs = [Path("/sys/fs/cgroup", c, group) for c in controllers]
     for d in dirs:
         d.mkdir(exist_ok=True)
     config = tmp_path / "runtime.toml"
@@ -410,13 +418,13 @@ def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runt
         assert r.returncode == 0, _explain(r)
         (shim_pid, _), = containerd.shim_processes(cid)
         own = Path(f"/proc/{shim_pid}/cgroup").read_text()
-        assert f":memory:/{group}\n" in own, own
+        assert cgroup_paths.in_cgroup(shim_pid, group, "memory"), own
         assert "--no-new-keyring" in calls.read_text()
         _stop(containerd, cid)
         assert not containerd.wait_no_leaks_for(cid, 10)
     finally:
         for d in dirs:
-            wait_until(lambda d=d: not (d / "tasks").read_text(), 10)
+            wait_until(lambda d=d: not cgroup_paths.has_pids(d), 10)
             with contextlib.suppress(OSError):
                 d.rmdir()
 
