@@ -36,6 +36,10 @@ KERNEL_ARGS = ("console=ttyS0 root=/dev/vda rw init=/sbin/guest-init panic=-1 qu
                "systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all")
 
 
+#: TCG's CPU model (GUEST_QEMU_CPU overrides it)
+TCG_CPU = os.environ.get("GUEST_QEMU_CPU", "max")
+
+
 class GuestError(RuntimeError):
     pass
 
@@ -147,7 +151,7 @@ def boot(image: Path, job: str, out: Path, *, accel: str = "tcg", memory_mb: int
         with open(out_img, "wb") as f:
             f.truncate(256 * 1024 * 1024)
         accel_opt = "kvm" if accel == "kvm" else "tcg,thread=multi"
-        cmd = [QEMU, "-accel", accel_opt, "-cpu", "host" if accel == "kvm" else "max",
+        cmd = [QEMU, "-accel", accel_opt, "-cpu", "host" if accel == "kvm" else TCG_CPU,
                "-smp", str(cpus), "-m", str(memory_mb),
                "-display", "none", "-monitor", "none", "-nodefaults", "-no-reboot",
                "-serial", f"file:{console}",
@@ -169,7 +173,11 @@ def boot(image: Path, job: str, out: Path, *, accel: str = "tcg", memory_mb: int
         wall = time.monotonic() - t0
         # the guest's tar ends with zero blocks; an untouched (all-zero) disk is an empty archive
         with contextlib.suppress(tarfile.TarError), tarfile.open(out_img) as tar:
-            tar.extractall(out, filter="data")
+            # plain files and dirs inside `out` only (Debian's 3.11.2 has no extraction filters)
+            tar.extractall(out, members=[
+                m for m in tar.getmembers()
+                if (m.isfile() or m.isdir()) and not m.name.startswith("/")
+                and ".." not in Path(m.name).parts])
     text = console.read_text(errors="replace") if console.exists() else ""
     marks = {m.group(1): float(m.group(2))
              for m in re.finditer(r"^GUEST: (.*?) \(uptime ([\d.]+)\)\s*$", text, re.M)}

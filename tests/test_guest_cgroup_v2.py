@@ -58,14 +58,15 @@ JOB = """\
 # written by tests/test_guest_cgroup_v2.py; sourced by /sbin/guest-init in the checkout's copy
 export CONTAINERD_SHIM_LXCFS_IN_GUEST=1 GUEST_CGROUP_DUMP=/mnt/out/cgroup-dump
 say "install.sh"
-bash install.sh >/mnt/out/install.log 2>&1
+PS4='+ ${{SECONDS}}s ' bash -x install.sh >/mnt/out/install.log 2>&1
 echo $? >/mnt/out/install.rc
 run_suite() {{  # name, PATH prefix, tests...
   local name=$1 bin=$2; shift 2
   say "first test ($name)"
-  PATH="$bin$PATH" {venv}/bin/python -m pytest -p no:cacheprovider -q -rfEs \\
-    --junitxml=/mnt/out/junit-$name.xml "$@" >/mnt/out/pytest-$name.log 2>&1
-  echo $? >/mnt/out/pytest-$name.rc
+  PATH="$bin$PATH" {venv}/bin/python -m pytest -p no:cacheprovider -v -rfEs \\
+    --junitxml=/mnt/out/junit-$name.xml "$@" 2>&1 | tee /mnt/out/pytest-$name.log \\
+    | grep --line-buffered -E ' (PASSED|FAILED|ERROR|SKIPPED)' >/dev/console
+  echo "${{PIPESTATUS[0]}}" >/mnt/out/pytest-$name.rc
   say "suite done ($name)"
 }}
 run_suite containerd-1.6 "" {subset}
