@@ -35,6 +35,9 @@ SHIM_SOCKET_DIR = Path("/run/containerd/s")
 LXCFS_STATE_DIR = Path("/run/containerd-shim-lxcfs")
 
 DEFAULT_CTR_TIMEOUT = 60.0
+#: Every bounded wait here (wait_until, ctr calls) is multiplied by this: the cgroup v2 guest
+#: (tests/test_guest_cgroup_v2.py) runs under software emulation, several times slower.
+TIMEOUT_SCALE = float(os.environ.get("CONTAINERD_SHIM_LXCFS_TIMEOUT_SCALE", "1"))
 
 _ID_OK = re.compile(r"[^A-Za-z0-9]+")
 
@@ -126,7 +129,7 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
 
 def wait_until(predicate, timeout: float, interval: float = 0.1):
     """Poll `predicate()` until it returns something truthy (returned) or `timeout` passes."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
     while True:
         value = predicate()
         if value or time.monotonic() >= deadline:
@@ -340,7 +343,7 @@ class PrivateContainerd:
         On timeout ctr is SIGKILLed and subprocess.TimeoutExpired propagates.
         """
         cmd = [self.ctr_bin, "--address", self.address, "--namespace", self.namespace, *args]
-        kw: dict = {"capture_output": True, "timeout": timeout, "env": self.env}
+        kw: dict = {"capture_output": True, "timeout": timeout * TIMEOUT_SCALE, "env": self.env}
         if input is None:
             kw["stdin"] = subprocess.DEVNULL
             kw["text"] = True
