@@ -92,6 +92,14 @@ def expand_cpus(text: str) -> list[int]:
     return cpus
 
 
+@pytest.fixture
+def ctr_id(containerd, cid):
+    """`cid`, removed again after the test (conftest's `cid` fails a test that leaves a
+    detached container behind)."""
+    yield cid
+    containerd.force_remove(cid)
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -119,9 +127,10 @@ def swapfile():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def test_memory_max_high_and_swap_max(containerd, busybox_rootfs, cid, swapfile):
+def test_memory_max_high_and_swap_max(containerd, busybox_rootfs, ctr_id, swapfile):
     """memory.max → MemTotal; memory.swap.max → SwapTotal (capped by the host's swap);
     memory.high is a throttling threshold, not a limit: MemTotal stays memory.max (as lxcfs)."""
+    cid = ctr_id
     pid = start(containerd, busybox_rootfs, cid, "--memory-limit", str(256 * MiB))
     cg = cgroup_paths.cgroup_dir(pid, "memory")
     assert (cg / "memory.max").read_text() == f"{256 * MiB}\n"
@@ -147,10 +156,11 @@ def test_memory_max_high_and_swap_max(containerd, busybox_rootfs, cid, swapfile)
         assert len(swaps) == 1, swaps
 
 
-def test_nested_cgroupfs_path_with_slice_names(containerd, busybox_rootfs, cid):
+def test_nested_cgroupfs_path_with_slice_names(containerd, busybox_rootfs, ctr_id):
     """A systemd-style tree created by runc's cgroupfs driver (`ctr run --cgroup`): the view
     takes the smallest memory.max up the tree and the cpuset/quota of the right directory.
     (runc's systemd driver, `slice:prefix:name`, needs a running systemd: not in the guest.)"""
+    cid = ctr_id
     top = Path(f"/sys/fs/cgroup/lxcfs-test-{os.getpid()}.slice")
     pod = top / f"lxcfs-test-{os.getpid()}-pod.slice"
     scope = pod / f"cri-containerd-{cid}.scope"
@@ -184,9 +194,10 @@ def test_nested_cgroupfs_path_with_slice_names(containerd, busybox_rootfs, cid):
 # --------------------------------------------------------------------------- cpu
 
 
-def test_cpu_max_and_cpuset_effective(containerd, busybox_rootfs, cid):
+def test_cpu_max_and_cpuset_effective(containerd, busybox_rootfs, ctr_id):
     """cpu.max quota → ceil(quota/period) CPUs; the CPUs are cpuset.cpus.effective's
     (renumbered from 0); changes made from outside show on the next read."""
+    cid = ctr_id
     ncpu = len(expand_cpus(Path("/sys/fs/cgroup/cpuset.cpus.effective").read_text()))
     pid = start(containerd, busybox_rootfs, cid, "--cpus", "0.5")
     cg = cgroup_paths.cgroup_dir(pid, "cpu")
@@ -220,8 +231,9 @@ def test_cpu_max_and_cpuset_effective(containerd, busybox_rootfs, cid):
     assert view["/sys/devices/system/cpu/online"] == "0\n"
 
 
-def test_cpu_stat_is_proc_stat_time(containerd, busybox_rootfs, cid):
+def test_cpu_stat_is_proc_stat_time(containerd, busybox_rootfs, ctr_id):
     """/proc/stat's user+system of the container = cpu.stat's user_usec+system_usec (ticks)."""
+    cid = ctr_id
     pid = start(containerd, busybox_rootfs, cid, "--cpus", "1")
     cg = cgroup_paths.cgroup_dir(pid, "cpu")
     # burn about a second of CPU inside the container
@@ -251,8 +263,9 @@ def _block_device_of(path: Path) -> tuple[int, int] | None:
     return (major, minor) if (major, minor) in names else None
 
 
-def test_io_stat_is_diskstats(containerd, busybox_rootfs, cid):
+def test_io_stat_is_diskstats(containerd, busybox_rootfs, ctr_id):
     """Writes the container makes to a block device show in io.stat and in its diskstats."""
+    cid = ctr_id
     data = Path(tempfile.mkdtemp(prefix="iotest-", dir="/var/tmp"))
     try:
         dev = _block_device_of(data)
@@ -284,9 +297,10 @@ def test_io_stat_is_diskstats(containerd, busybox_rootfs, cid):
 # --------------------------------------------------------------------------- OOM
 
 
-def test_oom_counts_in_memory_events(containerd, busybox_rootfs, cid):
+def test_oom_counts_in_memory_events(containerd, busybox_rootfs, ctr_id):
     """A process killed at memory.max: the kernel counts it in memory.events (what the shim's
     inotify watch reads) and the container keeps running."""
+    cid = ctr_id
     pid = start(containerd, busybox_rootfs, cid, "--memory-limit", str(32 * MiB))
     cg = cgroup_paths.cgroup_dir(pid, "memory")
     before = dict(ln.split() for ln in (cg / "memory.events").read_text().splitlines())

@@ -9,6 +9,7 @@ import re
 import subprocess
 import time
 
+import cgroup_paths
 import pytest
 from harness import LXCFS_RUNTIME, host_meminfo, parse_meminfo
 
@@ -216,6 +217,16 @@ def lxcfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+#: lxcfs 5.0.3 on a cgroup v2 host, seen in the guest (tests/test_guest_cgroup_v2.py)
+LXCFS_V2_GAPS = {
+    "meminfo Slab": "lxcfs 5.0.3 reads no slab counters on v2 (0); ours: memory.stat slab",
+    "meminfo SReclaimable": "lxcfs 5.0.3: 0 on v2; ours: memory.stat slab_reclaimable",
+    "meminfo SUnreclaim": "lxcfs 5.0.3: 0 on v2; ours: memory.stat slab_unreclaimable",
+    "stat cpu user+system": "lxcfs 5.0.3 shows the host's CPU time on v2 (lxc/lxcfs#593)",
+    "stat cpu0 user+system": "lxcfs 5.0.3 shows the host's CPU time on v2 (lxc/lxcfs#593)",
+}
+
+
 def _kv(text: str) -> dict[str, str]:
     return {ln.split(":")[0].strip(): ln.split(":", 1)[1] for ln in text.splitlines() if ":" in ln}
 
@@ -242,17 +253,32 @@ def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
     # move on their own (not compared).
     mo, mt = parse_meminfo(ours["/proc/meminfo"]), parse_meminfo(theirs["/proc/meminfo"])
     assert list(mo) == list(mt)
+    # On cgroup v2, lxcfs 5.0.3 has known gaps (LXCFS_V2_GAPS): where they show, they are
+    # recorded (printed, and written to GUEST_CGROUP_DUMP/parity-gaps.txt in the guest run);
+    # every other difference fails, all of them reported at once.
+    v2 = cgroup_paths.unified()
+    bad: list[str] = []
+    gaps: list[str] = []
+
+    def differs(what: str, ours_v, theirs_v) -> None:
+        gap = LXCFS_V2_GAPS.get(what) if v2 else None
+        (gaps if gap else bad).append(f"{what}: ours {ours_v}, lxcfs {theirs_v}"
+                                      + (f" -- {gap}" if gap else ""))
+
     for key in ("MemTotal", "SwapTotal", "SwapFree", "Buffers", "SwapCached", "Slab",
                 "SReclaimable", "SUnreclaim", "ShmemHugePages", "ShmemPmdMapped"):
-        assert mo[key] == mt[key], key
+        if mo[key] != mt[key]:
+            differs(f"meminfo {key}", mo[key], mt[key])
     for key in ("MemFree", "MemAvailable", "Cached", "Active", "Inactive", "Active(anon)",
                 "Inactive(anon)", "Active(file)", "Inactive(file)", "Unevictable", "Dirty",
                 "Writeback", "AnonPages", "Mapped", "Shmem", "AnonHugePages"):
-        assert abs(mo[key] - mt[key]) <= 2048, (key, mo[key], mt[key])
+        if abs(mo[key] - mt[key]) > 2048:
+            differs(f"meminfo {key}", mo[key], mt[key])
 
     # cpuinfo and cpu/online: identical (quota 0.5 → 1 CPU, renumbered)
-    assert ours["/proc/cpuinfo"] == theirs["/proc/cpuinfo"]
-    assert ours["/sys/devices/system/cpu/online"] == theirs["/sys/devices/system/cpu/online"]
+    for f in ("/proc/cpuinfo", "/sys/devices/system/cpu/online"):
+        if ours[f] != theirs[f]:
+            differs(f, ours[f][:300], theirs[f][:300])
 
     # stat: the same cpu lines; user+system within 10 ticks (both read the cgroup's cpuacct).
     # lxcfs's cpuview starts every column at 0 on its first read (idle included) and keeps
@@ -263,7 +289,9 @@ def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
     so, st = cpu_rows(ours["/proc/stat"]), cpu_rows(theirs["/proc/stat"])
     assert list(so) == list(st) == ["cpu", "cpu0"]
     for name in so:
-        assert abs(so[name][0] + so[name][2] - st[name][0] - st[name][2]) <= 10
+        if abs(so[name][0] + so[name][2] - st[name][0] - st[name][2]) > 10:
+            differs(f"stat {name} user+system", so[name][0] + so[name][2],
+                    st[name][0] + st[name][2])
     so_kv = dict(ln.split(None, 1) for ln in ours["/proc/stat"].splitlines())
     st_kv = dict(ln.split(None, 1) for ln in theirs["/proc/stat"].splitlines())
     assert set(so_kv) == set(st_kv)
@@ -273,20 +301,22 @@ def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
     # so idle = uptime - busy on both sides.
     uo, ut = map(float, ours["/proc/uptime"].split()), map(float, theirs["/proc/uptime"].split())
     for a, b in zip(uo, ut, strict=True):
-        assert abs(a - b) <= 1.0, (ours["/proc/uptime"], theirs["/proc/uptime"])
+        if abs(a - b) > 1.0:
+            differs("uptime", ours["/proc/uptime"], theirs["/proc/uptime"])
 
     # loadavg: an idle container, both samplers at 5 s: averages within 0.05; thread counts
     # within 2 (the readers themselves come and go); last pid: ours is the container's
     # pid-namespace number, lxcfs leaks the host's (deliberate difference).
     lo, lt = ours["/proc/loadavg"].split(), theirs["/proc/loadavg"].split()
-    for a, b in zip(lo[:3], lt[:3], strict=True):
-        assert abs(float(a) - float(b)) <= 0.05
-    assert abs(int(lo[3].split("/")[1]) - int(lt[3].split("/")[1])) <= 2
+    if any(abs(float(a) - float(b)) > 0.05 for a, b in zip(lo[:3], lt[:3], strict=True)) or \
+            abs(int(lo[3].split("/")[1]) - int(lt[3].split("/")[1])) > 2:
+        differs("loadavg", ours["/proc/loadavg"], theirs["/proc/loadavg"])
     assert int(lo[4]) < int(lt[4])
 
     # swaps: no swap on this host/cgroup → header only on both sides (lxcfs's own header
     # spacing; ours is the kernel's)
-    assert ours["/proc/swaps"].count("\n") == theirs["/proc/swaps"].count("\n") == 1
+    if not ours["/proc/swaps"].count("\n") == theirs["/proc/swaps"].count("\n") == 1:
+        differs("swaps", ours["/proc/swaps"], theirs["/proc/swaps"])
 
     # diskstats: lxcfs 5.0.3 reads the CFQ-era blkio.io_serviced_recursive, which this
     # kernel no longer has, and falls back to the host file; ours reads the throttle
@@ -295,3 +325,10 @@ def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
     host_devs = {ln.split()[2]: len(ln.split()) for ln in theirs["/proc/diskstats"].splitlines()}
     for ln in ours["/proc/diskstats"].splitlines():
         assert host_devs.get(ln.split()[2]) == len(ln.split())
+    report = "\n".join(gaps)
+    print("known lxcfs v2 gaps seen:\n" + (report or "none"))
+    if os.environ.get("GUEST_CGROUP_DUMP"):
+        os.makedirs(os.environ["GUEST_CGROUP_DUMP"], exist_ok=True)
+        with open(os.path.join(os.environ["GUEST_CGROUP_DUMP"], "parity-gaps.txt"), "w") as f:
+            f.write(report + "\n")
+    assert not bad, "differences from lxcfs:\n" + "\n".join(bad + gaps)

@@ -65,11 +65,12 @@ JOB = """\
 export CONTAINERD_SHIM_LXCFS_IN_GUEST=1 GUEST_CGROUP_DUMP=/mnt/out/cgroup-dump
 export CONTAINERD_SHIM_LXCFS_TIMEOUT_SCALE=4  # TCG: every bounded wait of tests/harness.py x4
 say "install.sh"
-PS4='+ ${{SECONDS}}s ' bash -x install.sh >/mnt/out/install.log 2>&1
-echo $? >/mnt/out/install.rc
+# each line of install.sh's output stamped with the guest's uptime (where its time goes)
+bash install.sh 2>&1 | while IFS= read -r line; do
+  echo "$(cut -d' ' -f1 /proc/uptime) $line"; done >/mnt/out/install.log
+echo "${{PIPESTATUS[0]}}" >/mnt/out/install.rc
 say "install.sh done"
-grep -E '^[+] [0-9]+s .*(pip|venv|config dump|launcher)' /mnt/out/install.log \\
-  | cut -c1-150 >/dev/console
+grep -a '==>' /mnt/out/install.log >/dev/console
 run_suite() {{  # name, PATH prefix, tests...
   local name=$1 bin=$2; shift 2
   say "first test ($name)"
