@@ -79,6 +79,56 @@ def state_dir(address: str, namespace: str, group: str) -> str:
     return os.path.join(STATE_DIR, shim_hash(address, namespace, group))
 
 
+def instance_dir(state: str, pid: int) -> str:
+    """One serving process's own directory below its group's state dir (its FUSE view).
+
+    Per process, not per group: when an id is reused at once, the old shim may still be
+    unmounting its view while the new one mounts; one shared mountpoint would stack the two
+    mounts and the old shim's unmount would take the new one's.
+    """
+    return os.path.join(state, str(pid))
+
+
+def instance_alive(pid: int) -> bool:
+    """Whether `pid` may still be a serving process: a live process (not a zombie) whose
+    command line names a shim. A pid reused by anything else counts as dead."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"shim" in f.read()  # containerd-shim-lxcfs-v2, or `python -m shim`
+    except OSError:
+        return False
+
+
+class SocketLock:
+    """Node-wide lock over shim sockets, group state dirs and task-api records.
+
+    `start` (probe, bind, record), a shutting-down shim (remove *its own* socket and record)
+    and `delete` (remove a dead shim's) each check-then-act on the same paths: under this
+    flock none of them can remove what another just made. Held for microseconds (a probe
+    connect at most); released by the kernel if the holder dies.
+    """
+
+    def __enter__(self) -> SocketLock:
+        import fcntl  # a small C module
+
+        os.makedirs(STATE_DIR, mode=0o711, exist_ok=True)
+        self._fd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)  # releases the flock
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of `path`, None if it is gone: tells our socket file from a successor's."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def shim_alive(path: str, timeout: float = 0.1) -> bool:
     """Whether a shim answers on `path`: a live one accepts a connect at once."""
     probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)

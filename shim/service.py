@@ -189,6 +189,8 @@ class TaskService:
         self._tg = task_group
         self._on_idle = on_idle
         self._containers: dict[str, Container] = {}
+        #: monotonic time of the last request (shim/transport.py notes it)
+        self.last_request = time.monotonic()
 
     # -- helpers ---------------------------------------------------------------------------
 

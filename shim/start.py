@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from shim import config, shimcgroup, trace
 from shim.identity import (
     SHIM_NAME,
+    SocketLock,
     group_annotations,
     group_id,
     quietly,
@@ -33,7 +34,11 @@ _PROBE_TIMEOUT = 0.1
 
 
 def _bind(path: str) -> _socket.socket | None:
-    """Bind the shim socket; None when a live shim already owns it."""
+    """Bind the shim socket; None when a live shim already owns it (call under SocketLock).
+
+    A shim that got its Shutdown removed its socket before answering, so "alive" here means
+    "can still serve a Create", and a refused probe means a dead shim's leftover file.
+    """
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     for _ in range(2):
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -168,13 +173,22 @@ def start(args: SimpleNamespace) -> int:
     group = group_id(args.id, group_annotations(bundle))
     path = socket_path(args.address, args.namespace, group)
     state = state_dir(args.address, args.namespace, group)
-    sock = _bind(path)
+    with SocketLock():
+        sock = _bind(path)
+        if sock is None:
+            served = config.read_record(state) or config.V2
+        else:
+            try:
+                config.write_record(state, mode)
+            except BaseException:
+                sock.close()
+                os.unlink(path)
+                raise
     if sock is None:
         # The group's shim already runs: print what *it* serves, whatever the setting is now.
-        _answer(bundle, config.read_record(state) or config.V2, path)
+        _answer(bundle, served, path)
         return 0
     try:
-        config.write_record(state, mode)
         argv = ["-namespace", args.namespace, "-id", args.id, "-address", args.address,
                 "-group", group, "-task-api", mode]
         if args.publish_binary:
