@@ -23,7 +23,7 @@ from shim.identity import RUNTIME_NAME, SHIM_NAME, __version__
 _STRINGS = {
     "namespace": "namespace", "address": "address", "publish-binary": "publish_binary",
     "id": "id", "bundle": "bundle", "socket": "socket", "group": "group",
-    "zygote": "zygote", "zygote-pad": "zygote_pad", "task-api": "task_api",
+    "zygote": "zygote", "task-api": "task_api",
 }
 _BOOLS = {"debug": "debug", "v": "version", "version": "version", "info": "info",
           "h": "help", "help": "help"}

@@ -161,8 +161,41 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+#: What a forked shim inherits from the zygote instead of from containerd: a zygote serves
+#: only `start`s that share all of it (mount namespace: where the view is mounted and the
+#: paths resolve; cgroups: what the shim is charged to; user/pid namespaces: who it is).
+_NAMESPACES = ("mnt", "user", "pid", "net", "ipc", "uts", "cgroup")
+
+
+def process_context(pid: int | str = "self") -> str:
+    """A digest of `pid`'s namespaces, cgroups, root and LSM label: two processes with the
+    same digest would give a child the same surroundings, forked or exec'd."""
+    parts = []
+    for ns in _NAMESPACES:
+        try:
+            parts.append(os.readlink(f"/proc/{pid}/ns/{ns}"))
+        except OSError:
+            parts.append("")
+    for name in ("cgroup", "attr/current"):
+        try:
+            with open(f"/proc/{pid}/{name}", "rb") as f:
+                parts.append(f.read().decode(errors="replace"))
+        except OSError:
+            parts.append("")
+    try:
+        parts.append(os.readlink(f"/proc/{pid}/root"))
+    except OSError:
+        parts.append("")
+    return sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+ZYGOTE_PREFIX = "zygote-"
+
+
 def zygote_socket() -> str:
-    return os.path.join(STATE_DIR, f"zygote-{code_fingerprint()}.sock")
+    """The fork server for this code *and* this caller's context (see `process_context`)."""
+    return os.path.join(STATE_DIR,
+                        f"{ZYGOTE_PREFIX}{code_fingerprint()}-{process_context()}.sock")
 
 
 def quietly(call: object, *args: object) -> None:

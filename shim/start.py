@@ -19,6 +19,8 @@ from types import SimpleNamespace
 from shim import config, shimcgroup, trace
 from shim.identity import (
     SHIM_NAME,
+    STATE_DIR,
+    ZYGOTE_PREFIX,
     SocketLock,
     group_annotations,
     group_id,
@@ -76,8 +78,21 @@ def _self_command() -> list[str]:
     return [sys.executable, "-I", "-m", "shim"]
 
 
-#: Room in the zygote's argv for its children's command lines (see shim/zygote.py).
-_TITLE_ROOM = 768
+def _remove_dead_zygote_sockets() -> None:
+    """Sockets of zygotes that were killed outright (SIGKILL, OOM): nothing listens on them.
+
+    Called under SocketLock, which a zygote holds from bind to listen: a refused connect is
+    a dead zygote's file, never one that is about to listen.
+    """
+    try:
+        names = os.listdir(STATE_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(ZYGOTE_PREFIX) and name.endswith(".sock"):
+            path = os.path.join(STATE_DIR, name)
+            if not shim_alive(path, _PROBE_TIMEOUT):
+                quietly(os.unlink, path)
 
 
 def _launch_zygote(path: str) -> None:
@@ -87,7 +102,7 @@ def _launch_zygote(path: str) -> None:
     try:
         os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
         zygote = subprocess.Popen(
-            [*_self_command(), "-zygote", path, "-zygote-pad=" + "x" * _TITLE_ROOM],
+            [*_self_command(), "-zygote", path],
             cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         zygote.returncode = 0  # it outlives us
@@ -106,7 +121,8 @@ def _fork_from_zygote(argv: list[str], bundle: str, sock: _socket.socket) -> int
         try:
             client.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
-            quietly(os.unlink, path)  # a dead zygote's socket
+            with SocketLock():
+                _remove_dead_zygote_sockets()  # this one's too, if it was killed
             _launch_zygote(path)
             return None
         except OSError:

@@ -109,7 +109,10 @@ def process_cmdlines() -> dict[int, list[str]]:
         except OSError:
             continue
         if raw:  # zombies and kernel threads have an empty cmdline
-            out[int(entry)] = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+            argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+            if len(argv) == 1 and " " in argv[0]:
+                argv = argv[0].split()  # a title set with setproctitle (forked shims)
+            out[int(entry)] = argv
     return out
 
 
