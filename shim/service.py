@@ -348,7 +348,9 @@ class TaskService:
             if c.checkpoint:
                 await self._restore(c)
             else:
+                trace.mark("runc start")
                 await c.runc.start(c.id)
+                trace.mark("runc start done")
         except RuncError as e:
             what = "OCI runtime restore failed" if c.checkpoint else "OCI runtime start failed"
             raise self._runc_error(what, e) from e
@@ -390,12 +392,14 @@ class TaskService:
                                              dir=os.environ.get("XDG_RUNTIME_DIR")) as f:
                 json.dump(p.spec, f)
                 f.flush()
+                trace.mark("runc exec")
                 await c.runc.exec(c.id, f.name, pid_file, p.io.child,
                                   console_socket=p.io.console.path if p.io.console else "")
             if p.io.console is not None:
                 await p.io.attach_console(self._tg)
             p.io.release_child_fds()
             p.pid = _read_pid(pid_file)
+            trace.mark("runc exec done")
         except BaseException as e:
             # the exec never ran: it is stopped with runc's own exit code (Wait returns)
             with anyio.CancelScope(shield=True):
@@ -448,11 +452,13 @@ class TaskService:
             return api.DeleteResponse(pid=p.pid, exit_status=p.exit_status,
                                       exited_at=_timestamp(p.exited_at))
         if c.init.pid or not c.checkpoint:
+            trace.mark("runc delete")
             try:
                 await c.runc.delete(c.id, force=p.status is Status.CREATED)
             except RuncError as e:
                 if "does not exist" not in e.detail:
                     raise self._runc_error("failed to delete task", e) from e
+            trace.mark("runc delete done")
         if not p.exited.is_set() and p.pid:
             with anyio.move_on_after(2):  # runc delete killed a created init: collect it
                 await p.exited.wait()
