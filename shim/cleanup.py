@@ -55,7 +55,7 @@ def _log(message: str) -> None:
     print(f"{message}", file=sys.stderr)
 
 
-def _remove_dead_shims(sock: str, state: str, mounted: set[str]) -> None:
+def remove_dead_shims(sock: str, state: str, mounted: set[str]) -> None:
     """What dead serving processes of this group left: their FUSE views, socket, record.
 
     Each serving process mounts its view in its own directory `<state>/<pid>`; those of
@@ -115,7 +115,7 @@ def delete(args: SimpleNamespace) -> int:
 
     if args.address and args.namespace and args.id:
         group = group_id(args.id, group_annotations(bundle))
-        _remove_dead_shims(socket_path(args.address, args.namespace, group),
+        remove_dead_shims(socket_path(args.address, args.namespace, group),
                            state_dir(args.address, args.namespace, group), mounted)
 
     pid = int(_read(os.path.join(bundle, "init.pid")) or 0)

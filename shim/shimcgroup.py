@@ -55,6 +55,14 @@ def _cgroup_mounts() -> list[str]:
     return out
 
 
+def check(cgroup: str) -> None:
+    """OSError unless `cgroup` exists in some hierarchy: `start` checks before it launches a
+    shim, rather than killing one that may already have mounted its view."""
+    if not any(os.path.exists(os.path.join(m, cgroup.lstrip("/"), "cgroup.procs"))
+               for m in _cgroup_mounts()):
+        raise OSError(f"failed to load cgroup {cgroup}: it does not exist")
+
+
 def apply(pid: int, cgroup: str) -> None:
     """Move `pid` into `cgroup`; OSError if the cgroup exists in no hierarchy."""
     joined = 0

@@ -24,6 +24,7 @@ from shim.identity import (
     SocketLock,
     group_annotations,
     group_id,
+    instance_alive,
     quietly,
     shim_alive,
     socket_path,
@@ -189,6 +190,13 @@ def start(args: SimpleNamespace) -> int:
     group = group_id(args.id, group_annotations(bundle))
     path = socket_path(args.address, args.namespace, group)
     state = state_dir(args.address, args.namespace, group)
+    cgroup = shimcgroup.from_options(raw_options)
+    if cgroup:
+        try:
+            shimcgroup.check(cgroup)
+        except OSError as e:  # the Go shim fails start too
+            print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
+            return 1
     with SocketLock():
         sock = _bind(path)
         if sock is None:
@@ -218,18 +226,30 @@ def start(args: SimpleNamespace) -> int:
         raise
     finally:
         sock.close()
-    if cgroup := shimcgroup.from_options(raw_options):
+    if cgroup:
         try:
             shimcgroup.apply(pid, cgroup)
-        except OSError as e:  # the Go shim fails start too
-            quietly(os.kill, pid, 9)
-            os.unlink(path)
+        except OSError as e:  # removed since the check, or not writable
+            _kill_launched(pid, path, state)
             print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
             return 1
     _copy_oom_score(pid)
     _answer(bundle, mode, path)
     trace.mark("start: address printed")
     return 0
+
+
+def _kill_launched(pid: int, path: str, state: str) -> None:
+    """Undo a launched shim: SIGKILL, then remove what it may have made (view, socket)."""
+    import time
+
+    from shim import cleanup, mountutil
+
+    quietly(os.kill, pid, 9)
+    deadline = time.monotonic() + 2
+    while instance_alive(pid) and time.monotonic() < deadline:  # (a zombie counts as gone)
+        time.sleep(0.01)
+    cleanup.remove_dead_shims(path, state, mountutil.mountpoints())
 
 
 def _answer(bundle: str, mode: str, path: str) -> None:

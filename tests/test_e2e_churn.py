@@ -210,3 +210,29 @@ def test_a_shim_nobody_uses_exits(containerd, tmp_path):
         if os.path.exists(f"/proc/{pid}"):
             os.kill(pid, signal.SIGKILL)
     assert_nothing_left(containerd, [cid], before)
+
+
+def test_start_with_a_missing_shim_cgroup_launches_nothing(containerd, tmp_path):
+    """ShimCgroup names no cgroup: `start` fails with containerd's message before it
+    launches a shim (a shim killed after the fact could leave its view mounted)."""
+    from betterproto.lib.google.protobuf import Any as AnyMsg
+
+    from protos.gen.containerd.runc import v1 as runc_opts
+
+    before = fuse_connections()
+    options = bytes(AnyMsg(type_url="containerd.runc.v1.Options", value=bytes(
+        runc_opts.Options(shim_cgroup=f"/churn-missing-{os.getpid()}"))))
+    shim = os.path.join(containerd.shim_bin_dir or "", "containerd-shim-lxcfs-v2")
+    env = dict(containerd.env, TTRPC_ADDRESS=containerd.ttrpc_address)
+    ids = []
+    for attempt in range(2):  # the first may launch the zygote, the second is forked
+        cid = containerd.new_id(f"nocg{attempt}")
+        ids.append(cid)
+        bundle = tmp_path / cid
+        bundle.mkdir()
+        r = subprocess.run([shim, "-namespace", containerd.namespace, "-address",
+                            containerd.address, "-id", cid, "start"], cwd=bundle, env=env,
+                           input=options, capture_output=True, timeout=30)
+        assert r.returncode == 1 and b"does not exist" in r.stderr, r
+        assert not r.stdout
+    assert_nothing_left(containerd, ids, before)
