@@ -44,6 +44,7 @@ UNUSED_EXIT = 2.0
 REUSE_RUNS = int(os.environ.get("CHURN_REUSE_RUNS", "100"))
 PARALLEL = int(os.environ.get("CHURN_PARALLEL", "20"))
 CYCLES = int(os.environ.get("CHURN_CYCLES", "20"))
+SOAK = int(os.environ.get("CHURN_SOAK", "30"))
 
 
 @pytest.fixture(scope="module", params=CONTAINERDS)
@@ -236,3 +237,22 @@ def test_start_with_a_missing_shim_cgroup_launches_nothing(containerd, tmp_path)
         assert r.returncode == 1 and b"does not exist" in r.stderr, r
         assert not r.stdout
     assert_nothing_left(containerd, ids, before)
+
+
+def test_short_soak(containerd, busybox_rootfs):
+    """bench/soak.py's loop, shortened: create/start/exec/kill/delete with ids reused, and
+    nothing of ours grows (processes, fds, threads, the zygote's RSS, mounts, FUSE
+    connections, sockets, state dirs). `python -m bench --only soak` runs 500 of them."""
+    from bench.soak import soak
+
+    launcher = os.path.join(containerd.shim_bin_dir or "", "containerd-shim-lxcfs-v2")
+    before, after, failures, took = soak(containerd, busybox_rootfs, SOAK, launcher, workers=3)
+    print(f"soak of {SOAK}: {took:.1f} s\nbefore {before}\nafter  {after}")
+    assert not failures, failures[:5]
+    for name, was in before.items():
+        if name.startswith("containerd "):
+            continue  # containerd's own Go runtime threads and fds come and go
+        if name.startswith("zygote RSS"):
+            assert after[name] <= was + 512, (name, was, after[name])
+        else:
+            assert after[name] == was, (name, was, after[name])
