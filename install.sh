@@ -377,6 +377,20 @@ maybe_restart_containerd() {
   SUMMARY+=("system containerd: restarted")
 }
 
+# ------------------------------------------------------------------ 5. node check
+# What the node has and needs (shim/check.py), logged; a FAIL is reported, not fatal here: the
+# operator (or the DaemonSet's log reader) fixes the node and runs `$SHIM check` again.
+node_check() {
+  step "node check: $SHIM check"
+  local out rc=0
+  out="$(host env CONTAINERD="${CONTAINERD:-containerd}" "$PREFIX/bin/$SHIM" check 2>&1)" || rc=$?
+  printf '%s\n' "$out" | sed 's/^/    /'
+  local line
+  line="node check: $(printf '%s\n' "$out" | sed -n 's/^summary: //p')"
+  ((rc == 0)) || line+=" (exit $rc)"
+  SUMMARY+=("$line")
+}
+
 # ------------------------------------------------------------------ node mode (DaemonSet)
 install_payload() {
   step "bundle $PAYLOAD -> $PREFIX"
@@ -486,6 +500,7 @@ fi
 install_symlink
 configure_containerd
 maybe_restart_containerd
+node_check
 
 case "$MODE" in
   install)
