@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -227,3 +228,37 @@ def test_ctr_uidmap_and_no_pivot_options(name: str, rootfs: Path) -> None:
         recorded = json.loads((_bundle(c, cid) / "options.json").read_text())
         assert recorded == want, recorded
         _finish(c, cid)
+
+
+SHIMCGROUP = PEERS / "shimcgroup-containerd-v1.7.35" / "bin" / "shimcgroup"
+
+
+@pytest.mark.parametrize("name", ["containerd-1.6.20", "containerd-1.7.35"])
+def test_go_client_with_shim_cgroup(name: str, rootfs: Path) -> None:
+    """containerd's TestShimInCgroup, for our runtime: the 1.7 Go client's WithShimCgroup
+    sends the legacy CreateOptions.shim_cgroup (field 9); `start` moves the shim into that
+    cgroup. (containerd 2.4.2 itself refuses that type from an old client: `type with url
+    containerd.linux.runc.CreateOptions: not found`; its own client sends runc Options.)"""
+    if not os.access(SHIMCGROUP, os.X_OK):
+        pytest.skip(f"{SHIMCGROUP} not built: cd tests/peers/shimcgroup && go build -o "
+                    f"{SHIMCGROUP} .")
+    group = f"bootgo-{os.getpid()}"
+    cg = Path("/sys/fs/cgroup/memory", group)
+    if not cg.parent.is_dir():
+        cg = Path("/sys/fs/cgroup", group)
+    cg.mkdir(exist_ok=True)
+    try:
+        with private(name) as c:
+            cid = c.new_id("goclient")
+            r = subprocess.run([str(SHIMCGROUP), c.address, c.namespace, LXCFS_RUNTIME,
+                                str(rootfs), cid, f"/{group}"], capture_output=True, text=True,
+                               timeout=60)
+            assert r.returncode == 0 and r.stdout.strip().isdigit(), _explain(c, r)
+            (shim_pid, _), = c.shim_processes(cid)
+            own = Path(f"/proc/{shim_pid}/cgroup").read_text()
+            assert f"/{group}\n" in own, own
+            _finish(c, cid)
+    finally:
+        harness.wait_until(lambda: not (cg / "cgroup.procs").read_text(), 10)
+        with contextlib.suppress(OSError):
+            cg.rmdir()
