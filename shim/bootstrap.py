@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from shim import options, wire
 
+#: sizeof(sockaddr_un.sun_path) on Linux, NUL included.
+_SUN_PATH = 108
 #: BootstrapParams.log_level at or below this is debug (containerd's LOG_LEVEL_DEBUG = -4).
 LOG_LEVEL_DEBUG = -4
 
@@ -123,6 +125,9 @@ def _from_params(got: StartInput, params: dict[str, object]) -> StartInput:
     got.socket_dir = str(params.get("socket_dir", ""))
     if got.socket_dir and not got.socket_dir.startswith("/"):
         raise StartInputError(f"BootstrapParams.socket_dir {got.socket_dir!r} is not absolute")
+    if len(got.socket_dir.encode()) + 1 + 64 >= _SUN_PATH:  # <dir>/<sha256 hex>
+        raise StartInputError(f"BootstrapParams.socket_dir {got.socket_dir!r} is too long for "
+                              f"a unix socket path ({_SUN_PATH - 66} bytes at most)")
     seen = ""
     for extension in params["extensions"]:  # type: ignore[attr-defined]
         try:

@@ -176,7 +176,11 @@ def start(args: SimpleNamespace) -> int:
     group = group_id(args.id, group_annotations(bundle))
     path = socket_path(args.address, args.namespace, group, given.socket_dir)
     state = state_dir(args.address, args.namespace, group)
-    sock = _bind(path)
+    try:
+        sock = _bind(path)
+    except OSError as e:  # e.g. a socket_dir too long for AF_UNIX: one line, not a traceback
+        print(f"{SHIM_NAME} start: socket {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
     if sock is None:
         # The group's shim already runs: print what *it* serves, whatever the setting is now.
         _answer(bundle, config.read_record(state) or config.V2, path, given.bootstrap)

@@ -89,6 +89,7 @@ def test_legacy_raw_any_of_each_type_and_empty_stdin() -> None:
     (_params(RUNC, TOML), "two runtime options"),
     (_params(RUNC, namespace="other"), "-namespace"),
     (_params(RUNC, socket_dir="relative"), "not absolute"),
+    (_params(RUNC, socket_dir="/" + "d" * 60), "too long"),
     (bytes(_any(options.RUNC, runc_opts.Options(criu_path="/usr/sbin/criu"))), "criu_path"),
     (bytes(_any(options.RUNTIME, runtimeoptions.Options(config_body=b"SystemCgroup = true\n"))),
      "SystemCgroup"),
@@ -154,6 +155,7 @@ def test_start_refuses_bad_stdin_with_one_line_and_leaves_nothing(tmp_path) -> N
     address = str(tmp_path / "c.sock")
     for raw in (b"\xff\xff\xff", _params(RUNC)[:-7],
                 bytes(_any("example.com/Unknown", runc_opts.Options())),
+                _params(socket_dir=str(tmp_path / ("d" * 60))),
                 _params(_any(options.RUNC, runc_opts.Options(shim_cgroup="/no/such/cg")))):
         done = _start(raw, tmp_path, address)
         assert done.returncode == 1 and not done.stdout, done

@@ -30,6 +30,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -232,10 +233,11 @@ class Shim:
     bundle: Path
     output: str
     log: bytearray
+    socket_dir: str = ""
 
     @property
     def socket(self) -> str:
-        return socket_path(self.address, self.namespace, self.id)
+        return socket_path(self.address, self.namespace, self.id, self.socket_dir)
 
 
 def make_bundle(tmp: Path, cid: str, namespace: str, command: list[str],
@@ -276,7 +278,8 @@ async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: s
                        namespace: str, command: list[str], options: bytes = b"",
                        env: dict[str, str] | None = None,
                        annotations: dict[str, str] | None = None,
-                       containerd_version: str = "") -> AsyncIterator[Shim]:
+                       containerd_version: str = "", socket_dir: str = "/run/containerd/s",
+                       extensions: tuple[AnyMsg, ...] = ()) -> AsyncIterator[Shim]:
     """Run `start` exactly as containerd does; clean up whatever the test left behind.
 
     With `containerd_version`, as containerd 2.3+ does: BootstrapParams on stdin (options as
@@ -288,9 +291,10 @@ async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: s
             containerd_version=containerd_version,
             containerd_ttrpc_address=containerd_address + ".ttrpc",
             containerd_grpc_address=containerd_address, containerd_binary="/usr/bin/containerd",
-            socket_dir="/run/containerd/s")
+            socket_dir=socket_dir)
         if options:
             params.extensions.append(boot.Extension(value=AnyMsg().parse(options)))
+        params.extensions.extend(boot.Extension(value=e) for e in extensions)
         options = bytes(params)
     bundle = make_bundle(tmp, cid, namespace, command, annotations)
     log = bytearray()
@@ -317,7 +321,8 @@ async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: s
             else:
                 output = done.stdout.decode().strip()
             assert "\n" not in output, output
-            shim = Shim(namespace, containerd_address, cid, bundle, output, log)
+            shim = Shim(namespace, containerd_address, cid, bundle, output, log,
+                        socket_dir if containerd_version else "")
             try:
                 yield shim
             finally:
@@ -387,19 +392,21 @@ FUTURE = "v2.99.0"
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("way", ["default", "legacy-grpc-refused", "env", "bootstrap-default",
-                                 "options-body", "options-path"])
+                                 "bootstrap-socket-dir", "options-body", "options-path"])
 async def test_lifecycle(way: str, tmp_path: Path, rootfs: Path, shim_bin: str) -> None:
     mode, options, env, version = {
         "default": (config.V2, b"", {}, ""),
         "legacy-grpc-refused": (config.V2, b"", {config.ENV: config.V3_GRPC}, ""),
         "env": (config.V3_TTRPC, b"", {config.ENV: config.V3_TTRPC}, ""),
         "bootstrap-default": (config.V3_TTRPC, b"", {}, "v2.4.2"),
+        "bootstrap-socket-dir": (config.V3_TTRPC, b"", {}, "v2.4.2"),
         "options-body": (config.V3_GRPC, runtime_options(body='task_api = "v3-grpc"\n'), {},
                          FUTURE),
         "options-path": (config.V3_GRPC, runtime_options(path=str(tmp_path / "lxcfs.toml")),
                          {config.ENV: config.V3_TTRPC}, FUTURE),  # options beat the env
     }[way]
     (tmp_path / "lxcfs.toml").write_text('# shim settings\ntask_api = "v3-grpc"\n')
+    short_dir = tempfile.mkdtemp(prefix="s-", dir="/tmp")  # AF_UNIX paths: < 108 bytes
     namespace = f"lxcfs-tr-{os.getpid()}-{way}"
     cid = f"c-{way}"
     marker = f"meminfo-{cid}-{os.getpid()}"
@@ -407,8 +414,19 @@ async def test_lifecycle(way: str, tmp_path: Path, rootfs: Path, shim_bin: str) 
     async with (
         fake_containerd(tmp_path) as (events, address),
         started_shim(shim_bin, tmp_path, address, cid, namespace=namespace, command=command,
-                     options=options, env=env, containerd_version=version) as shim,
+                     options=options, env=env, containerd_version=version,
+                     # containerd 2.3+ may name another socket directory (rootless, config)
+                     socket_dir=short_dir if way == "bootstrap-socket-dir"
+                     else "/run/containerd/s",
+                     # an extension of a type this shim does not know: ignored, logged
+                     extensions=(AnyMsg(type_url="containerd.io/example.v1.Future",
+                                        value=b"\x08\x01"),) if version else ()) as shim,
     ):
+        if way == "bootstrap-socket-dir":
+            assert shim.socket.startswith(short_dir + "/")
+            assert os.path.exists(shim.socket)
+        if version:
+            assert "containerd.io/example.v1.Future' is not known" in bytes(shim.log).decode()
         if version and mode == config.V2:
             assert shim.output == _expected_output(mode, shim.socket, bootstrap=True)
         else:
@@ -420,6 +438,7 @@ async def test_lifecycle(way: str, tmp_path: Path, rootfs: Path, shim_bin: str) 
             await _lifecycle(client, shim, events, rootfs, marker)
         assert not os.path.exists(state_dir(address, namespace, cid))
     (Path(rootfs) / "tmp" / marker).unlink(missing_ok=True)
+    os.rmdir(short_dir)  # the shim removed its socket: empty
 
 
 async def _lifecycle(client: TaskClient, shim: Shim, events: Events, rootfs: Path,
