@@ -262,3 +262,22 @@ def test_go_client_with_shim_cgroup(name: str, rootfs: Path) -> None:
         harness.wait_until(lambda: not (cg / "cgroup.procs").read_text(), 10)
         with contextlib.suppress(OSError):
             cg.rmdir()
+
+
+@pytest.mark.parametrize("name", list(VERSIONS))
+def test_containerd_restart_keeps_the_task(name: str, rootfs: Path) -> None:
+    """containerd stopped and started again on the same root/state reconnects to the running
+    shim with what it saved (2.4.2: bootstrap.json from our BootstrapResult; 1.x: `address`)."""
+    with private(name) as c:
+        cid = c.new_id("restart")
+        r = c.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "1000")
+        assert r.returncode == 0, _explain(c, r)
+        (shim_pid, _), = c.shim_processes(cid)
+        c.stop()
+        c.start()
+        assert c.task_status(cid) == "RUNNING"
+        r = c.ctr("task", "exec", "--exec-id", "after", cid, "/bin/sh", "-c",
+                  "head -1 /proc/meminfo")
+        assert r.returncode == 0 and "MemTotal" in r.stdout, _explain(c, r)
+        assert [pid for pid, _ in c.shim_processes(cid)] == [shim_pid]
+        _finish(c, cid)
