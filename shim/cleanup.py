@@ -50,6 +50,13 @@ def _runc_options(bundle: str) -> dict:
     return options if isinstance(options, dict) else {}
 
 
+def _bound_socket(bundle: str) -> str:
+    """The socket `start` bound, from the `address` file it wrote (containerd 2.3+ may have
+    named another directory than the default); "" when there is none."""
+    address = _read(os.path.join(bundle, "address"))
+    return address.removeprefix("unix://") if address.startswith("unix:///") else ""
+
+
 def _log(message: str) -> None:
     # containerd logs delete's stderr as warnings
     print(f"{message}", file=sys.stderr)
@@ -115,8 +122,8 @@ def delete(args: SimpleNamespace) -> int:
 
     if args.address and args.namespace and args.id:
         group = group_id(args.id, group_annotations(bundle))
-        remove_dead_shims(socket_path(args.address, args.namespace, group),
-                           state_dir(args.address, args.namespace, group), mounted)
+        sock = _bound_socket(bundle) or socket_path(args.address, args.namespace, group)
+        remove_dead_shims(sock, state_dir(args.address, args.namespace, group), mounted)
 
     pid = int(_read(os.path.join(bundle, "init.pid")) or 0)
     now = time.time_ns()
