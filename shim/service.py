@@ -43,6 +43,7 @@ from shim.protoutil import GO_ZERO_TIME, pack_any
 from shim.reaper import Reaper, Watch
 from shim.runc import Runc, RuncError
 from shim.stdio import IOContext, ProcessIO
+from shim.sysinfo_notify import SysinfoNotifier
 
 log = logging.getLogger("shim.service")
 
@@ -181,8 +182,10 @@ def _checkpoint_flags(o: runc_opts.CheckpointOptions) -> list[str]:
 
 class TaskService:
     def __init__(self, *, namespace: str, reaper: Reaper, view: View, publisher: Publisher,
-                 task_group: anyio.abc.TaskGroup, on_idle: Callable[[], None]) -> None:
+                 task_group: anyio.abc.TaskGroup, on_idle: Callable[[], None],
+                 sysinfo: SysinfoNotifier | None = None) -> None:
         self.namespace = namespace
+        self._sysinfo = sysinfo
         self._reaper = reaper
         self._view = view
         self._events = publisher
@@ -292,6 +295,8 @@ class TaskService:
                 c.rootfs_mounted = True
         sources = self._view.add(c.id, spec.cgroups_path(oci), spec.wanted_files(oci))
         spec.add_view_mounts(oci, sources)
+        if self._sysinfo is not None:
+            self._sysinfo.prepare(c.id, oci)
         spec.save(c.bundle, oci)
         c.init.io = await ProcessIO.open(req.stdin, req.stdout, req.stderr, req.terminal,
                                          reaper=self._reaper,
@@ -303,6 +308,8 @@ class TaskService:
             with contextlib.suppress(RuncError):
                 await c.runc.delete(c.id, force=True)
             self._view.remove(c.id)
+            if self._sysinfo is not None:
+                self._sysinfo.forget(c.id)
             if c.rootfs_mounted:
                 mountutil.umount_all(os.path.join(c.bundle, "rootfs"))
 
@@ -460,6 +467,8 @@ class TaskService:
         for e in c.execs.values():
             await e.io.aclose()
         self._view.remove(c.id)
+        if self._sysinfo is not None:
+            self._sysinfo.forget(c.id)
         if c.rootfs_mounted:
             try:
                 mountutil.umount_all(os.path.join(c.bundle, "rootfs"))

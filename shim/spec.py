@@ -31,6 +31,9 @@ FILE_NAMES = {
 }
 #: Virtualized unless annotations say otherwise: all of them, as lxcfs setups bind them all.
 DEFAULT_FILES = tuple(FILE_NAMES.values())
+#: What the shim answers besides files, selected by the same annotations (on by default):
+#: ``sysinfo`` is the syscall, answered through seccomp (shim/sysinfo_notify.py).
+FEATURES = frozenset({"sysinfo"})
 
 #: Per-container selection (OCI annotations; Kubernetes pods reach them through containerd's
 #: ``pod_annotations`` passthrough). Lists are comma- or space-separated short names
@@ -82,12 +85,18 @@ def has_private_pid_ns(spec: Mapping[str, Any]) -> bool:
     return any(ns.get("type") == "pid" and not ns.get("path") for ns in namespaces)
 
 
+def _words(value: str) -> list[str]:
+    return value.replace(",", " ").split()
+
+
 def _file_list(value: str, annotation: str) -> list[str]:
     out = []
-    for word in value.replace(",", " ").split():
+    for word in _words(value):
+        if word in FEATURES:
+            continue
         path = FILE_NAMES.get(word, word)
         if path not in FILE_NAMES.values():
-            known = ", ".join(FILE_NAMES)
+            known = ", ".join([*FILE_NAMES, *sorted(FEATURES)])
             raise SpecError(f"{annotation}: unknown file {word!r} (known: {known})")
         out.append(path)
     return out
@@ -109,6 +118,17 @@ def selected_files(spec: Mapping[str, Any]) -> list[str]:
         dropped = set(_file_list(disable, ANNOTATION_DISABLE))
         files = [f for f in files if f not in dropped]
     return list(dict.fromkeys(files))
+
+
+def sysinfo_selected(spec: Mapping[str, Any]) -> bool:
+    """Whether the annotations leave sysinfo(2) to the shim (they do unless they opt out:
+    ``disable`` all or ``sysinfo``, or a ``files`` list without ``sysinfo``)."""
+    selected_files(spec)  # the same validation: a typo fails the create
+    notes = annotations(spec)
+    if ANNOTATION_FILES in notes and "sysinfo" not in _words(str(notes[ANNOTATION_FILES])):
+        return False
+    disable = str(notes.get(ANNOTATION_DISABLE, "")).strip()
+    return disable.lower() not in _ALL and "sysinfo" not in _words(disable)
 
 
 def wanted_files(spec: Mapping[str, Any]) -> list[str]:
