@@ -86,9 +86,10 @@ class SysinfoNotifier:
                 await listener.serve(self._handshake, task_group=tg)
         finally:
             self._tg = None
-            await listener.aclose()
             with contextlib.suppress(OSError):
-                os.unlink(self.path)
+                os.unlink(self.path)  # first: awaiting in a cancelled scope raises at once
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
 
     async def _handshake(self, stream: anyio.abc.SocketStream) -> None:
         """One connection from runc: ContainerProcessState JSON + the notify fd."""
