@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from procfs.container import Container
 from procfs.files import produce_loadavg, produce_meminfo, produce_uptime
 from procfs.renderers.loadavg import FSHIFT
+from procfs.renderers.meminfo import parse_meminfo
 
 #: struct sysinfo on LP64 (x86_64, arm64, ppc64le, s390x): long uptime; unsigned long
 #: loads[3], totalram, freeram, sharedram, bufferram, totalswap, freeswap; unsigned short
@@ -47,18 +48,6 @@ class Sysinfo:
                             min(self.procs, _USHRT_MAX), 0, 0, 0, 1)
 
 
-def meminfo_fields(meminfo: bytes) -> dict[bytes, int]:
-    """``Name: N kB`` lines in bytes."""
-    out = {}
-    for line in meminfo.splitlines():
-        name, _, rest = line.partition(b":")
-        words = rest.split()
-        if words and words[0].isdigit():
-            unit = 1024 if words[1:2] == [b"kB"] else 1
-            out[name] = int(words[0]) * unit
-    return out
-
-
 def parse_loadavg(loadavg: bytes) -> tuple[tuple[int, int, int], int]:
     """The three averages as sysinfo's fixed point, and the total thread count."""
     words = loadavg.split()
@@ -77,7 +66,7 @@ def render_sysinfo(meminfo: bytes, uptime: bytes, loadavg: bytes,
     ``avenrun`` (the view's kernel-fixed-point averages, when known) gives the loads
     without the two-decimal rounding of the text; uptime rounds up as the kernel does.
     """
-    m = meminfo_fields(meminfo)
+    m = {k: v * 1024 for k, v in parse_meminfo(meminfo).items()}  # kB lines
     text_loads, threads = parse_loadavg(loadavg)
     if avenrun is not None:
         shift = SI_LOAD_SHIFT - FSHIFT
@@ -87,12 +76,12 @@ def render_sysinfo(meminfo: bytes, uptime: bytes, loadavg: bytes,
     return Sysinfo(
         uptime=math.ceil(float(uptime.split()[0])),
         loads=loads,
-        totalram=m.get(b"MemTotal", 0),
-        freeram=m.get(b"MemFree", 0),
-        sharedram=m.get(b"Shmem", 0),
-        bufferram=m.get(b"Buffers", 0),
-        totalswap=m.get(b"SwapTotal", 0),
-        freeswap=m.get(b"SwapFree", 0),
+        totalram=m.get("MemTotal", 0),
+        freeram=m.get("MemFree", 0),
+        sharedram=m.get("Shmem", 0),
+        bufferram=m.get("Buffers", 0),
+        totalswap=m.get("SwapTotal", 0),
+        freeswap=m.get("SwapFree", 0),
         procs=threads,
     )
 

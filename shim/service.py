@@ -26,6 +26,7 @@ import anyio.abc
 from betterproto.lib.google.protobuf import Any as AnyMsg
 from betterproto.lib.google.protobuf import Empty
 
+from procfs import late_mounts
 from procfs.cgroups import CgroupRef
 from procfs.view import View
 from protos.gen.containerd import events
@@ -256,6 +257,7 @@ class TaskService:
         if not c.checkpoint:
             init.io.release_child_fds()
             self._track_init(c, _read_pid(os.path.join(bundle, "init.pid")))
+            await self._mount_late_files(c)
         self._events.publish("/tasks/create", events.TaskCreate(
             container_id=req.id, bundle=bundle, rootfs=list(req.rootfs),
             io=events.TaskIo(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
@@ -271,6 +273,19 @@ class TaskService:
         c.cgroup = self._view.set_init_pid(c.id, pid)
         self._tg.start_soon(self._wait_init_exit, c)
         self._tg.start_soon(self._watch_oom, c)
+
+    async def _mount_late_files(self, c: Container) -> None:
+        """/proc files runc will not bind (vmstat, pressure): into the created container's
+        mount namespace now, before its start. A failure leaves the host's file (logged)."""
+        view = self._view.container(c.id)
+        files = late_mounts.late_files(view, spec.LATE_FILES) if view is not None else {}
+        if not files:
+            return
+        try:
+            done = await late_mounts.bind(c.init.pid, files, self._reaper.watch)
+            log.debug("mounted %s into %s", done, c.id)
+        except (OSError, TimeoutError) as e:
+            log.error("cannot mount %s into %s: %s", sorted(files), c.id, e)
 
     async def _watch_oom(self, c: Container) -> None:
         memory = c.cgroup.dir("memory") if c.cgroup else None

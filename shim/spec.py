@@ -16,6 +16,11 @@ PROC_ALLOWED = frozenset({
     "/proc/swaps", "/proc/uptime", "/proc/loadavg", "/proc/slabinfo",
 })
 SYS_FILES = frozenset({"/sys/devices/system/cpu/online"})
+#: Files runc refuses to bind at create: the shim mounts them into the created container's
+#: mount namespace before `runc start` (procfs/late_mounts.py).
+LATE_FILES = frozenset({
+    "/proc/vmstat", "/proc/pressure/cpu", "/proc/pressure/memory", "/proc/pressure/io",
+})
 
 #: Every file the view renders, by the short name annotations use.
 FILE_NAMES = {
@@ -28,6 +33,10 @@ FILE_NAMES = {
     "swaps": "/proc/swaps",
     "slabinfo": "/proc/slabinfo",
     "cpu-online": "/sys/devices/system/cpu/online",
+    "vmstat": "/proc/vmstat",
+    "pressure-cpu": "/proc/pressure/cpu",
+    "pressure-memory": "/proc/pressure/memory",
+    "pressure-io": "/proc/pressure/io",
 }
 #: Virtualized unless annotations say otherwise: all of them, as lxcfs setups bind them all.
 DEFAULT_FILES = tuple(FILE_NAMES.values())
@@ -150,13 +159,16 @@ def wanted_files(spec: Mapping[str, Any]) -> list[str]:
 def add_view_mounts(spec: dict[str, Any], sources: Mapping[str, str]) -> list[str]:
     """Append read-only binds of `sources` (target -> host path); they must come after /proc.
 
-    Returns the targets added. Targets runc would refuse are rejected here with a clear error
-    instead of a runc failure later.
+    Returns the targets added. :data:`LATE_FILES` are left to the shim (mounted after create);
+    other targets runc would refuse are rejected here with a clear error instead of a runc
+    failure later.
     """
     added = []
     mounts = spec.setdefault("mounts", [])
     taken = {os.path.normpath(m.get("destination", "")) for m in mounts}
     for target, source in sources.items():
+        if target in LATE_FILES:
+            continue
         if target not in PROC_ALLOWED | SYS_FILES:
             raise SpecError(f"{target} cannot be bind-mounted by runc")
         if target in taken:
