@@ -162,3 +162,44 @@ def test_user_profile_that_denies(ctrd, rootfs, tmp_path):
     out = run(ctrd, rootfs, "/bin/probe; echo probe=$?", "--memory-limit", str(LIMIT),
               "--seccomp", "--seccomp-profile", str(path))
     assert f"errno={EPERM}" in out and "probe=1" in out, out
+
+
+# ------------------------------------------------ files runc will not bind: vmstat, pressure
+
+
+def _vmstat(text: str) -> dict[str, int]:
+    return {k: int(v) for k, v in (ln.split() for ln in text.splitlines() if ln.strip())}
+
+
+def test_vmstat_and_pressure_are_the_containers(ctrd, rootfs):
+    cid = ctrd.new_id("late-files")
+    r = ctrd.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "1000",
+                          ctr_args=("--memory-limit", str(LIMIT)))
+    try:
+        assert r.returncode == 0, r.stderr
+        assert ctrd.wait_status(cid, "RUNNING")
+        e = ctrd.ctr("task", "exec", "--exec-id", "e", cid, "/bin/sh", "-c",
+                     "cat /proc/vmstat; echo ==; grep MemFree /proc/meminfo; echo ==;"
+                     " cat /proc/pressure/cpu; echo ==; cat /proc/self/mountinfo", timeout=30)
+        assert e.returncode == 0, e.stderr
+        vmstat, meminfo, pressure, mountinfo = e.stdout.split("==")
+        v, host = _vmstat(vmstat), _vmstat(Path("/proc/vmstat").read_text())
+        assert list(v) == list(host)  # the kernel's names, in its order
+        free = int(meminfo.split()[1]) * 1024
+        assert abs(v["nr_free_pages"] * os.sysconf("SC_PAGE_SIZE") - free) <= 4 << 20
+        assert 0 < v["pgfault"] < host["pgfault"]
+        assert pressure.split()[0] == "some" and "full" in pressure
+        for target in ("/proc/vmstat", "/proc/pressure/cpu", "/proc/pressure/memory",
+                       "/proc/pressure/io"):
+            assert f" {target} " in mountinfo, mountinfo
+    finally:
+        ctrd.force_remove(cid)
+
+
+def test_vmstat_opt_out(ctrd, rootfs):
+    out = run(ctrd, rootfs, "grep -c . /proc/vmstat; grep -c fuse /proc/self/mountinfo",
+              "--memory-limit", str(LIMIT), "--annotation",
+              "io.containerd.lxcfs.disable=vmstat,pressure-cpu,pressure-memory,pressure-io")
+    lines, fuse = map(int, out.split())
+    assert lines == len(Path("/proc/vmstat").read_text().splitlines())
+    assert fuse == 9  # the files runc binds, not the four late ones
