@@ -24,10 +24,10 @@ import anyio.abc
 from procfs.sysinfo import produce_sysinfo
 from procfs.view import View
 from shim import seccomp_notify, seccomp_profile, spec
+from shim.identity import SYSINFO_SOCKET
 
 log = logging.getLogger("shim.sysinfo")
 
-SOCKET_NAME = "sysinfo.sock"
 #: runc writes the state and fd at once, then closes; a peer slower than this is dropped.
 _HANDSHAKE_TIMEOUT = 5.0
 _MAX_STATE = 1 << 20
@@ -42,7 +42,7 @@ class _Filters:
 
 class SysinfoNotifier:
     def __init__(self, state_dir: str, view: View) -> None:
-        self.path = os.path.join(state_dir, SOCKET_NAME)
+        self.path = os.path.join(state_dir, SYSINFO_SOCKET)
         self._view = view
         self._containers: dict[str, _Filters] = {}
         self._tg: anyio.abc.TaskGroup | None = None
