@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 from dataclasses import dataclass
 
+from procfs import fastio
 from procfs.container import Container
-from procfs.files import produce_loadavg, produce_meminfo, produce_uptime
+from procfs.files import HOST_PROC, HZ, produce_meminfo
 from procfs.renderers.loadavg import FSHIFT
 from procfs.renderers.meminfo import parse_meminfo
+from procfs.renderers.uptime import uptime_values
+from procfs.tasks import cgroup_threads
 
 #: struct sysinfo on LP64 (x86_64, arm64, ppc64le, s390x): long uptime; unsigned long
 #: loads[3], totalram, freeram, sharedram, bufferram, totalswap, freeswap; unsigned short
@@ -87,6 +91,16 @@ def render_sysinfo(meminfo: bytes, uptime: bytes, loadavg: bytes,
 
 
 def produce_sysinfo(c: Container) -> Sysinfo:
-    """The container's sysinfo now: one source of truth with its /proc files."""
-    avenrun = c.load.avenrun if c.ref is not None else None
-    return render_sysinfo(produce_meminfo(c), produce_uptime(c), produce_loadavg(c), avenrun)
+    """The container's sysinfo now, from the same sources as its /proc files.
+
+    Memory is parsed from the very meminfo rendering; uptime is /proc/uptime's first field
+    (same clock, same init start); loads are the view's sampled averages; procs counts the
+    cgroup's threads as /proc/loadavg's total does, without reading each thread's state
+    (this runs on every sysinfo call, so it skips what only the files need).
+    """
+    if c.ref is None or c.init_start is None:
+        host = (fastio.read_bytes(f"{HOST_PROC}/{name}") for name in ("uptime", "loadavg"))
+        return render_sysinfo(produce_meminfo(c), *host)
+    up, _ = uptime_values(time.clock_gettime(time.CLOCK_BOOTTIME), c.init_start / HZ, 1, 0.0)
+    loads = b"0 0 0 0/%d 0" % len(cgroup_threads(c.ref))
+    return render_sysinfo(produce_meminfo(c), b"%.2f 0" % up, loads, c.load.avenrun)
