@@ -310,7 +310,7 @@ class TaskService:
                 c.rootfs_mounted = True
         sources = self._view.add(c.id, spec.cgroups_path(oci), spec.wanted_files(oci))
         spec.add_view_mounts(oci, sources)
-        if self._sysinfo is not None:
+        if self._sysinfo is not None and not c.checkpoint:  # criu restores filters itself
             self._sysinfo.prepare(c.id, oci)
         spec.save(c.bundle, oci)
         c.init.io = await ProcessIO.open(req.stdin, req.stdout, req.stderr, req.terminal,
