@@ -15,14 +15,16 @@ import contextlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 import anyio.abc
 
+from procfs.container import Container
 from procfs.sysinfo import produce_sysinfo
-from procfs.view import View
+from procfs.view import SHARE_WINDOW, View
 from shim import seccomp_notify, seccomp_profile, spec
 from shim.identity import SYSINFO_SOCKET
 
@@ -45,6 +47,7 @@ class SysinfoNotifier:
         self.path = os.path.join(state_dir, SYSINFO_SOCKET)
         self._view = view
         self._containers: dict[str, _Filters] = {}
+        self._cache: dict[str, tuple[float, bytes]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         #: counters for logs, tests and the bench
         self.answered = 0
@@ -67,6 +70,7 @@ class SysinfoNotifier:
     def forget(self, container_id: str) -> None:
         """The container is gone: stop serving (and close) its fds."""
         filters = self._containers.pop(container_id, None)
+        self._cache.pop(container_id, None)
         for scope in filters.scopes if filters else ():
             scope.cancel()
 
@@ -142,13 +146,25 @@ class SysinfoNotifier:
                 filters.scopes.remove(scope)
             os.close(fd)
 
+    def _rendering(self, container_id: str, c: Container) -> bytes:
+        """The struct for ``c``, shared by calls within the view's freshness window (a
+        program polling sysinfo costs one rendering per window, as concurrent readers of
+        a /proc file do)."""
+        now = time.monotonic()
+        cached = self._cache.get(container_id)
+        if cached is not None and now - cached[0] < SHARE_WINDOW:
+            return cached[1]
+        data = produce_sysinfo(c).pack()
+        self._cache[container_id] = (now, data)
+        return data
+
     def _answer(self, container_id: str, fd: int, n: seccomp_notify.Notification) -> None:
         c = self._view.container(container_id)
         if c is None or not n.native_sysinfo:
             seccomp_notify.let_kernel_answer(fd, n)
             return
         try:
-            data = produce_sysinfo(c).pack()
+            data = self._rendering(container_id, c)
         except (OSError, ValueError, LookupError) as e:
             log.info("sysinfo of %s: %s; the kernel answers", container_id, e)
             seccomp_notify.let_kernel_answer(fd, n)
