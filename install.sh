@@ -11,7 +11,7 @@ Usage: ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
 
 Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
   1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
-     python3-venv python3-dev busybox-static lxcfs; with --test also: criu
+     python3-venv python3-dev busybox-static lxcfs; with --test also: criu libc6-dev
   2. a venv at $PREFIX (default /opt/containerd-shim-lxcfs) made with /usr/bin/python3,
      with this directory's package installed into it (non-editable)
   3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
@@ -97,7 +97,8 @@ APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv pyt
   busybox-static lxcfs)
 # Programs only the test suite and the benches call (--test installs them too; the suite's
 # tests/test_install_provides.py checks that every program they run is installed by this file).
-TEST_APT_PACKAGES=(criu)
+# libc6-dev: libc.a for the `gcc -static` helpers the tests and benches build into the rootfs
+TEST_APT_PACKAGES=(criu libc6-dev)
 SUMMARY=()
 CLEANUP=()
 cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from shim import mountutil, wire
 from shim.identity import (
     RUNC_ROOT,
+    SYSINFO_SOCKET,
     SocketLock,
     group_annotations,
     group_id,
@@ -83,6 +84,7 @@ def remove_dead_shims(sock: str, state: str, mounted: set[str]) -> None:
                 mountutil.umount_all(view)
             except OSError as e:
                 _log(str(e))
+        quietly(os.unlink, os.path.join(instance, SYSINFO_SOCKET))  # a killed shim's listener
         for leftover in (view, instance):  # rmdir, never a recursive walk into a mount
             quietly(os.rmdir, leftover)
     with SocketLock():  # the socket and the record may be a live successor's: check first

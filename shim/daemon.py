@@ -28,6 +28,7 @@ from shim.events import Publisher
 from shim.identity import SocketLock, file_identity, instance_dir, socket_path, state_dir
 from shim.reaper import Reaper, become_subreaper
 from shim.service import TaskService
+from shim.sysinfo_notify import SysinfoNotifier
 from shim.transport import task_methods, task_services
 from shim.ttrpc.server import TtrpcServer
 
@@ -131,8 +132,11 @@ async def _serve(args: SimpleNamespace, listener: int | None = None,
             await tg.start(view.run)
             trace.mark("serve: view mounted")
             await tg.start(publisher.run)
+            sysinfo = SysinfoNotifier(instance, view)  # per process, like the view
+            await tg.start(sysinfo.run)
             service = TaskService(namespace=args.namespace, reaper=reaper, view=view,
-                                  publisher=publisher, task_group=tg, on_idle=stop)
+                                  publisher=publisher, task_group=tg, on_idle=stop,
+                                  sysinfo=sysinfo)
             server = _task_server(args.task_api, service)
             await tg.start(server.serve, sock)
             trace.mark("serve: accepting")
