@@ -44,7 +44,9 @@ REPO = Path(__file__).resolve().parent.parent
 PEERS = Path(os.environ.get("LXCFS_PEER_CACHE", "/var/cache/containerd-shim-lxcfs")) / "peers"
 CONTAINERD_DIR = PEERS / "containerd-v2.4.2" / "bin"
 CRICTL = PEERS / "cri-tools-v1.37.0" / "bin" / "crictl"
-NODE = "lxcfs-node"
+#: The node's name is also its Hostname address, which the API server dials for logs/exec:
+#: the kubelet refuses a loopback --node-ip, and "localhost" resolves to 127.0.0.1 everywhere.
+NODE = "localhost"
 PAUSE_IMAGE = "registry.invalid/lxcfs-test/pause:1"
 BUSYBOX_IMAGE = "registry.invalid/lxcfs-test/busybox:1"
 #: What kubelet's setupKernelTunables writes when protectKernelDefaults is false.
@@ -355,7 +357,7 @@ class Cluster:
         self.kubelet_client_cert = p.issue(
             "kubelet-client", f"/O=system:nodes/CN=system:node:{NODE}", client=True)
         self.kubelet_serving_cert = p.issue(
-            "kubelet", f"/CN={NODE}", server=True, sans=("IP:127.0.0.1", f"DNS:{NODE}"))
+            "kubelet", f"/CN={NODE}", server=True, sans=("IP:127.0.0.1", "DNS:localhost"))
         self.sa_key, self.sa_pub = p.service_account_keys()
         kubeconfig(self.admin_kubeconfig, self.server, p.ca, *self.admin_cert, "admin")
         self.kubelet_kubeconfig = kubeconfig(self.tmp / "kubelet.kubeconfig", self.server, p.ca,
@@ -406,7 +408,7 @@ class Cluster:
             "--kubelet-client-certificate", str(self.apiserver_kubelet_cert[0]),
             "--kubelet-client-key", str(self.apiserver_kubelet_cert[1]),
             "--kubelet-certificate-authority", ca,
-            "--kubelet-preferred-address-types", "InternalIP",
+            "--kubelet-preferred-address-types", "Hostname",
             # the `kubernetes` Service's endpoints may not be a loopback address
             "--endpoint-reconciler-type", "none",
             "--profiling=false", "-v", "1",
@@ -482,7 +484,6 @@ class Cluster:
             "--kubeconfig", str(self.kubelet_kubeconfig),
             "--root-dir", str(self.kubelet_dir),
             "--hostname-override", NODE,
-            "--node-ip", "127.0.0.1",
             "-v", "2",
         ])
         self._wait("kubelet", lambda: _http_ok(f"http://127.0.0.1:{self.kubelet_healthz}/healthz")
@@ -526,8 +527,9 @@ class Cluster:
     # ---- what the node holds
 
     def kubelet_mounts(self) -> list[str]:
-        prefix = str(self.kubelet_dir) + "/"
-        return [m for m in mount_points() if m.startswith(prefix)]
+        """Mounts at or below the kubelet's root dir (it bind-mounts the dir onto itself)."""
+        root = str(self.kubelet_dir)
+        return [m for m in mount_points() if m == root or m.startswith(root + "/")]
 
     def pod_cgroups(self, uid: str = "") -> list[str]:
         """cgroup dirs below the kubelet's cgroup root named after pod `uid` (any pod if '')."""
@@ -570,8 +572,11 @@ class Cluster:
                 self.daemons[name].stop()
         # the kubelet's mounts under its root dir (volumes, etc-hosts bind sources...)
         left = self.kubelet_mounts()
-        if left:
-            forced.append(f"kubelet mounts left: {left}")
+        # the kubelet makes its root dir a mount of its own (for mount propagation) and
+        # leaves it when it stops; anything else below it is a pod's and should be gone
+        extra = [m for m in left if m != str(self.kubelet_dir)]
+        if extra:
+            forced.append(f"kubelet mounts left: {extra}")
         for mp in sorted(left, reverse=True):
             subprocess.run(["umount", "-l", mp], capture_output=True, timeout=10, check=False)
         self._remove_cgroups()
