@@ -557,9 +557,13 @@ class Cluster:
         if self.containerd is not None:
             c = self.containerd
             if c.proc is not None and c.proc.poll() is None:
+                # stopped sandboxes of deleted pods wait for the kubelet's GC (once a
+                # minute): normal; a *ready* one means a pod was not torn down
+                ready = self.crictl("pods", "-q", "--state", "ready", check=False).stdout.split()
+                if ready:
+                    forced.append(f"sandboxes still ready after the kubelet stopped: {ready}")
                 pods = self.crictl("pods", "-q", check=False).stdout.split()
                 if pods:
-                    forced.append(f"sandboxes left after the kubelet stopped: {pods}")
                     self.crictl("rmp", "-f", *pods, check=False, timeout=120)
                 forced += [f"container {cid}" for cid in c.cleanup_all()]
             c.stop()
