@@ -54,6 +54,11 @@ KUBELET_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic",
                    "kernel/panic_on_oops", "kernel/keys/root_maxkeys",
                    "kernel/keys/root_maxbytes")
 CONTAINER_LOGS = Path("/var/log/containers")  # hard-coded in the kubelet
+#: Created on the host whatever the root dirs say: the kubelet's device-plugin socket dir
+#: (k8s.io/kubelet deviceplugin DevicePluginPath), go-cni's result cache of containerd's CRI, and
+#: the default pod log dir (in case podLogsDir is not honoured).
+#: Removed again if this run created them.
+HOST_DIRS = (Path("/var/lib/kubelet"), Path("/var/lib/cni"), Path("/var/log/pods"))
 
 
 def k8s_version() -> str:
@@ -323,6 +328,7 @@ class Cluster:
         self.admin_kubeconfig = self.tmp / "admin.kubeconfig"
         self._sysctls: dict[str, str] = {}
         self._container_logs_existed = CONTAINER_LOGS.is_dir()
+        self._host_dirs_created = [d for d in HOST_DIRS if not d.exists()]
         self.timings: dict[str, float] = {}
 
     # ---- start
@@ -462,7 +468,7 @@ class Cluster:
                                "webhook": {"enabled": True},
                                "x509": {"clientCAFile": str(self.pki.ca)}},
             "authorization": {"mode": "Webhook"},
-            "podLogsDirectory": str(self.pod_logs),
+            "podLogsDir": str(self.pod_logs),
             "failSwapOn": True,
             "staticPodPath": "",
             # a shared development disk: do not evict or garbage-collect our images
@@ -585,6 +591,8 @@ class Cluster:
             subprocess.run(["umount", "-l", mp], capture_output=True, timeout=10, check=False)
         self._remove_cgroups()
         self._remove_container_log_links()
+        for d in self._host_dirs_created:
+            self._remove_if_only_dirs_and_sockets(d)
         for name, value in self._sysctls.items():
             with contextlib.suppress(OSError):
                 Path("/proc/sys", name).write_text(value)
@@ -603,6 +611,20 @@ class Cluster:
                     d.rmdir()
             with contextlib.suppress(OSError):
                 base.rmdir()
+
+    @staticmethod
+    def _remove_if_only_dirs_and_sockets(top: Path) -> None:
+        """Remove `top` unless it holds a regular file (then someone else uses it now)."""
+        if not top.is_dir():
+            return
+        entries = list(top.rglob("*"))
+        if any(p.is_file() and not p.is_socket() for p in entries):
+            return
+        for p in sorted(entries, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
     def _remove_container_log_links(self) -> None:
         """The kubelet links /var/log/containers/<pod>_<ns>_<ctr>-<id>.log into its pod logs."""
