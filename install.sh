@@ -98,7 +98,8 @@ APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv pyt
 # Programs only the test suite and the benches call (--test installs them too; the suite's
 # tests/test_install_provides.py checks that every program they run is installed by this file).
 # libc6-dev: libc.a for the `gcc -static` helpers the tests and benches build into the rootfs
-TEST_APT_PACKAGES=(criu libc6-dev)
+# openssl: certificates and keys for the one-node Kubernetes cluster of tests/k8s_cluster.py
+TEST_APT_PACKAGES=(criu libc6-dev openssl)
 SUMMARY=()
 CLEANUP=()
 cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }
@@ -314,8 +315,9 @@ import sys, tomllib
 before, after = (tomllib.load(open(p, "rb")) for p in sys.argv[1:3])
 runtime = sys.argv[3]
 def cri(d):
+    # 2.x: the runtimes live in cri.v1.runtime (grpc.v1.cri is only the streaming server)
     plugins = d.get("plugins", {})
-    return plugins.get("io.containerd.grpc.v1.cri") or plugins.get("io.containerd.cri.v1.runtime")
+    return plugins.get("io.containerd.cri.v1.runtime") or plugins.get("io.containerd.grpc.v1.cri")
 a, b = cri(after), cri(before)
 if a is None:
     print("no CRI section in the result"); sys.exit(0)
@@ -517,6 +519,7 @@ case "$MODE" in
     exit "$rc"
     ;;
   test)
+    step "Kubernetes peers for tests/test_k8s_node.py" && bash "$SRC_DIR/tests/peers/k8s/build.sh"
     step "tests: $PREFIX/bin/python -m pytest ${EXTRA_ARGS[*]:-} (in $SRC_DIR)"
     rc=0
     (cd "$SRC_DIR" && "$PREFIX/bin/python" -m pytest "${EXTRA_ARGS[@]}") || rc=$?
