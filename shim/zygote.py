@@ -42,6 +42,7 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from shim import trace
 from shim.identity import SHIM_NAME, SocketLock, file_identity, process_context
@@ -277,9 +278,18 @@ def serve(path: str) -> int:
         identity = file_identity(path)
     try:
         spare: _Spare | None = None
+        last_request = time.monotonic()
         while True:
-            # the next spare is forked once the last shim had SPARE_DELAY to start alone
-            server.settimeout(SPARE_DELAY if spare is None else IDLE_SECONDS)
+            # the next spare is forked once the last shim had SPARE_DELAY to start alone;
+            # idleness counts from the last request, not the last connect: `start` probes
+            # every zygote socket when it sweeps dead ones, which must not keep us alive
+            if spare is None:
+                timeout = SPARE_DELAY
+            else:
+                timeout = IDLE_SECONDS - (time.monotonic() - last_request)
+                if timeout <= 0:
+                    return 0
+            server.settimeout(timeout)
             try:
                 conn, _ = server.accept()
             except TimeoutError:
@@ -295,6 +305,7 @@ def serve(path: str) -> int:
                 if _peer_may_fork(conn, context):
                     with contextlib.suppress(OSError, ValueError, EOFError):
                         spare = _handle(conn, server, spare)
+                        last_request = time.monotonic()
                 else:  # `start` execs the shim itself
                     with contextlib.suppress(OSError):
                         conn.sendall(b"0")
