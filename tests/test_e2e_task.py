@@ -36,7 +36,6 @@ from shim.ttrpc.client import TtrpcClient
 
 pytestmark = pytest.mark.e2e
 
-TASK = "containerd.task.v2.Task"
 MiB = 1024 * 1024
 
 
@@ -139,8 +138,8 @@ def shim_call(containerd, cid: str, method: str, request, response_type=None):
     async def call():
         async with TtrpcClient.connect(path) as client:
             try:
-                return await client.call(TASK, method, request, response_type or _Empty,
-                                         timeout=30)
+                return await client.call(containerd.task_service, method, request,
+                                         response_type or _Empty, timeout=30)
             except RpcError as e:
                 return e
 
@@ -375,6 +374,9 @@ def test_runc_options_binary_and_root(containerd, busybox_rootfs, runtime, cid, 
     wrapper.write_text(RUNC_WRAPPER.format(log=calls))
     wrapper.chmod(0o755)
     root = tmp_path / "runc-root"
+    if runtime != LXCFS_RUNTIME and containerd.major >= 2:
+        pytest.skip("ctr 2.x applies --uidmap (and so IoUid/IoGid) only to image snapshots, "
+                    "not --rootfs, and sends runc.v2 no runtime-options TOML: no ctr route")
     if runtime == LXCFS_RUNTIME:
         config = tmp_path / "runtime.toml"
         config.write_text(f'BinaryName = "{wrapper}"\nRoot = "{root}"\n')
@@ -390,9 +392,14 @@ def test_runc_options_binary_and_root(containerd, busybox_rootfs, runtime, cid, 
 
 @pytest.mark.parametrize("runtime", [LXCFS_RUNTIME], ids=["lxcfs"])
 def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runtime, cid,
-                                                tmp_path):
+                                                tmp_path, request):
     """ShimCgroup / NoNewKeyring: ctr 1.6 has no flags for them, so only the TOML route
     (what CRI uses for a non-runc runtime) reaches a shim; runc.v2 cannot be driven so."""
+    if containerd.version >= (2, 3, 0):
+        # strict: the day `start` decodes BootstrapParams this XPASSes and the mark must go
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "issue 10 part 2: containerd 2.3+ sends BootstrapParams on start's stdin; the "
+            "shim reads it as the options Any, so ShimCgroup is dropped")))
     wrapper = tmp_path / "my-runc"
     calls = tmp_path / "calls"
     wrapper.write_text(RUNC_WRAPPER.format(log=calls))
@@ -428,6 +435,9 @@ def test_io_uid_gid_own_the_containers_stdio(containerd, busybox_rootfs, runtime
     (root here) and keeps the group, so both show 0:100000. ctr 1.6 reaches runc.v2's
     Options through --uidmap/--gidmap (it sets IoUid/IoGid from them; with --rootfs it creates
     no user namespace), ours through the runtime-options TOML."""
+    if runtime != LXCFS_RUNTIME and containerd.major >= 2:
+        pytest.skip("ctr 2.x applies --uidmap (and so IoUid/IoGid) only to image snapshots, "
+                    "not --rootfs, and sends runc.v2 no runtime-options TOML: no ctr route")
     if runtime == LXCFS_RUNTIME:
         config = tmp_path / "runtime.toml"
         config.write_text("IoUid = 100000\nIoGid = 100000\n")
