@@ -374,8 +374,8 @@ def test_runc_options_binary_and_root(containerd, busybox_rootfs, runtime, cid, 
     wrapper.write_text(RUNC_WRAPPER.format(log=calls))
     wrapper.chmod(0o755)
     root = tmp_path / "runc-root"
-    if runtime != LXCFS_RUNTIME and containerd.major >= 2:
-        pytest.skip("ctr 2.x applies --uidmap (and so IoUid/IoGid) only to image snapshots, "
+    if runtime != LXCFS_RUNTIME and containerd.version >= (1, 7, 0):
+        pytest.skip("ctr 1.7+ applies --uidmap (and so IoUid/IoGid) only to image snapshots, "
                     "not --rootfs, and sends runc.v2 no runtime-options TOML: no ctr route")
     if runtime == LXCFS_RUNTIME:
         config = tmp_path / "runtime.toml"
@@ -435,8 +435,8 @@ def test_io_uid_gid_own_the_containers_stdio(containerd, busybox_rootfs, runtime
     (root here) and keeps the group, so both show 0:100000. ctr 1.6 reaches runc.v2's
     Options through --uidmap/--gidmap (it sets IoUid/IoGid from them; with --rootfs it creates
     no user namespace), ours through the runtime-options TOML."""
-    if runtime != LXCFS_RUNTIME and containerd.major >= 2:
-        pytest.skip("ctr 2.x applies --uidmap (and so IoUid/IoGid) only to image snapshots, "
+    if runtime != LXCFS_RUNTIME and containerd.version >= (1, 7, 0):
+        pytest.skip("ctr 1.7+ applies --uidmap (and so IoUid/IoGid) only to image snapshots, "
                     "not --rootfs, and sends runc.v2 no runtime-options TOML: no ctr route")
     if runtime == LXCFS_RUNTIME:
         config = tmp_path / "runtime.toml"
