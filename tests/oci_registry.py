@@ -2,12 +2,13 @@
 
 critest pulls every image it uses through CRI PullImage, and containerd's PullImage always asks
 a registry (an imported image of the same name does not satisfy it). No registry is reachable
-here, so the critest run points critest's `-registry-prefix` at this one: the pull path
-(resolve, manifest, config and layer blobs) is containerd's real one, only the bytes are ours.
+here, so containerd's registry hosts config sends every registry host to this one: the pull
+path (resolve, manifest, config and layer blobs) is containerd's real one, only the bytes are
+ours.
 
 Serves `GET/HEAD /v2/`, `/v2/<name>/manifests/<tag or digest>` and `/v2/<name>/blobs/<digest>`.
 `images` maps a repository name (without the registry host) to `{tag: ImageBlobs}`; a name not
-listed gets `default` for any tag, so critest's many `busybox`-like names all resolve. Stdlib
+listed gets `default(name)` for any tag, so critest's many `busybox`-like names all resolve. Stdlib
 only, one thread per request (containerd fetches blobs in parallel).
 """
 
@@ -17,7 +18,7 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cri_images import MEDIA_MANIFEST, ImageBlobs
@@ -25,22 +26,33 @@ from cri_images import MEDIA_MANIFEST, ImageBlobs
 
 class Registry:
     def __init__(self, images: dict[str, dict[str, ImageBlobs]],
-                 default: ImageBlobs | None = None) -> None:
+                 default: Callable[[str], ImageBlobs] | None = None) -> None:
         self.images = images
         self.default = default
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, bytes] = {}
-        for image in [*(i for tags in images.values() for i in tags.values()),
-                      *([default] if default else [])]:
-            self.blobs.update(image.blobs())
-            self.manifests[image.manifest_digest] = image.manifest
+        self._lock = threading.Lock()
+        for image in (i for tags in images.values() for i in tags.values()):
+            self._add(image)
         self.requests: list[str] = []
 
+    def _add(self, image: ImageBlobs) -> ImageBlobs:
+        self.blobs.update(image.blobs())
+        self.manifests[image.manifest_digest] = image.manifest
+        return image
+
     def manifest(self, name: str, ref: str) -> bytes | None:
+        """A listed image, else `default(name)`: one image per repository (all its tags),
+        so different names are different images and tags of one name are the same."""
         if ref.startswith("sha256:"):
             return self.manifests.get(ref)
-        tags = self.images.get(name)
-        image = tags.get(ref) if tags is not None else self.default
+        with self._lock:
+            tags = self.images.get(name)
+            if tags is None and self.default is not None:
+                tags = self.images[name] = {"*": self._add(self.default(name))}
+        if not tags:
+            return None
+        image = tags.get(ref) or tags.get("*")
         return image.manifest if image else None
 
 
@@ -105,10 +117,11 @@ def serve(registry: Registry) -> Iterator[str]:
         thread.join(10)
 
 
-def hosts_toml(registry_dir, host: str) -> None:
-    """containerd `config_path` layout: plain HTTP for our loopback registry."""
-    d = registry_dir / host
+def hosts_toml(registry_dir, name: str, server: str) -> None:
+    """containerd `config_path` layout: registry `name` (a host, or `_default` for all) is
+    served by `server` over plain HTTP."""
+    d = registry_dir / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "hosts.toml").write_text(
-        f'server = "http://{host}"\n\n[host."http://{host}"]\n'
+        f'server = "http://{server}"\n\n[host."http://{server}"]\n'
         '  capabilities = ["pull", "resolve"]\n')
