@@ -35,13 +35,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers
 from cri_images import ImageBlobs, image_blobs, layer_tar
-from cri_node import CriContainerd
+from cri_node import PAUSE_IMAGE, CriContainerd
 from harness import NEWEST, build_busybox_rootfs
 from oci_registry import Registry, hosts_toml, serve
 
 CRITEST = peers.CRI_TOOLS.path("critest")
 CNI_BIN = "/usr/lib/cni"  # Debian's containernetworking-plugins
-BRIDGE = "lxcfscri0"
+#: per run, so a CI run and a manual one can overlap (names <= 15 chars, distinct subnets)
+BRIDGE = f"lxcri{os.getpid() % 100000}"
+SUBNET = f"10.233.{os.getpid() % 250}.0/24"
 
 #: regex -> why it is skipped (for both handlers; the README lists them)
 SKIPS: dict[str, str] = {
@@ -52,6 +54,10 @@ SKIPS: dict[str, str] = {
     r"support HostPID|support PodPID|support ContainerPID":
         "need e2e-test-images/nginx (its master process and /var/run/nginx.pid)",
     r"support HostIpc": "`ipcs -m` in the container: Debian's busybox-static has no ipcs",
+    r"Multiple Containers": "the pod's second container is the nginx web server",
+    r"NoNewPrivs": "needs e2e-test-images/nonewprivs (a setuid binary that prints its euid)",
+    r"support MaskedPaths": "Debian's busybox sh runs `ls` in-process (standalone shell), so "
+                            "the masked /bin/ls is never executed",
     r"AppArmor|SELinux|seccomp.*localhost|NRI":
         "host features not configured here (AppArmor/SELinux off, no seccomp profiles dir, "
         "no NRI socket)",
@@ -100,9 +106,19 @@ def prepare_rootfs(dest: Path) -> Path:
     # users/groups of cri-tools' images/image-user and image-predefined-group
     (root / "etc" / "passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/tmp:/bin/sh\n"
-        "user:x:1000:1000:user:/tmp:/bin/sh\n")
+        "user:x:1000:1000:user:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")
     (root / "etc" / "group").write_text(
-        "root:x:0:\nwww-data:x:33:\nuser:x:1000:\ngroup-defined-in-image:x:50000:user\n")
+        "root:x:0:\nwww-data:x:33:\nuser:x:1000:\ngroup-defined-in-image:x:50000:user\n"
+        "nogroup:x:65534:\n")
+    # critest's checkSleepCmd runs `pgrep sleep`, and Debian's busybox-static has no pgrep:
+    # busybox's pidof answers the same for a plain process name
+    pgrep = root / "bin" / "pgrep"
+    pgrep.write_text('#!/bin/sh\n# stand-in: pgrep NAME (plain names only)\nexec pidof "$1"\n')
+    pgrep.chmod(0o755)
+    # MaskedPaths masks /bin/ls: as in the busybox image it must be a hard link, not a symlink
+    # (runc would mask the symlink's target, /bin/busybox, and with it every applet)
+    (root / "bin" / "ls").unlink()
+    os.link(root / "bin" / "busybox", root / "bin" / "ls")
     return root
 
 
@@ -110,7 +126,7 @@ def write_cni(node: CriContainerd) -> None:
     conf = {"cniVersion": "1.0.0", "name": "lxcfs-critest", "plugins": [
         {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
          "ipam": {"type": "host-local", "dataDir": str(node.tmpdir / "ipam"),
-                  "ranges": [[{"subnet": "10.233.71.0/24"}]],
+                  "ranges": [[{"subnet": SUBNET}]],
                   "routes": [{"dst": "0.0.0.0/0"}]}},
         {"type": "loopback"}]}
     (node.tmpdir / "cni" / "net.d" / "10-critest.conflist").write_text(json.dumps(conf))
@@ -160,7 +176,9 @@ def run(handler: str, focus: str = "", timeout: float = 3600, report_dir: Path |
                 node.tmpdir.joinpath("cni", "net.d").mkdir(parents=True, exist_ok=True)
                 write_cni(node)
                 node.start()
-                node.import_images()  # the pause image (pinned sandbox image)
+                # the pinned sandbox image; not `sleep`: with a shared pod PID namespace
+                # critest's `pgrep sleep` must find only the sleep it started
+                node.import_images([(PAUSE_IMAGE, ["/bin/tail", "-f", "/dev/null"])])
                 out = report_dir or Path(tmp) / "report"
                 out.mkdir(parents=True, exist_ok=True)
                 endpoint = f"unix://{node.address}"
