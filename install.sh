@@ -12,6 +12,8 @@ Usage: sudo ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
 Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
   1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
      python3-venv python3-dev busybox-static lxcfs; with --test also: criu
+     containernetworking-plugins (critest's pod network); --test then builds the test peers
+     (containerd 1.7/2.x, crictl, critest, grpcurl) with Go: tests/peers.py
   2. a venv at $PREFIX (default /opt/containerd-shim-lxcfs) made with /usr/bin/python3,
      with this directory's package installed into it (non-editable)
   3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
@@ -97,7 +99,7 @@ APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv pyt
   busybox-static lxcfs)
 # Programs only the test suite and the benches call (--test installs them too; the suite's
 # tests/test_install_provides.py checks that every program they run is installed by this file).
-TEST_APT_PACKAGES=(criu)
+TEST_APT_PACKAGES=(criu containernetworking-plugins)
 SUMMARY=()
 CLEANUP=()
 cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }
