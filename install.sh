@@ -5,15 +5,15 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: sudo ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
-       sudo ./install.sh --containerd-config-only | --uninstall [options]
+Usage: ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
+       ./install.sh --containerd-config-only | --uninstall [options]
        install.sh --node [--uninstall] [--restart-containerd]   (node installer DaemonSet)
 
 Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
   1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
      python3-venv python3-dev busybox-static lxcfs; with --test also: criu
      containernetworking-plugins (critest's pod network); --test then builds the test peers
-     (containerd 1.7/2.x, crictl, critest, grpcurl) with Go: tests/peers.py
+     (containerd 1.7/2.x, crictl, critest, grpcurl) with Go: tests/peer_builds.py
   2. a venv at $PREFIX (default /opt/containerd-shim-lxcfs) made with /usr/bin/python3,
      with this directory's package installed into it (non-editable)
   3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
@@ -110,7 +110,7 @@ info() { printf '    %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 host() { ${HOST[@]+"${HOST[@]}"} "$@"; }
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0 $*)"
+[[ $(id -u) -eq 0 ]] || die "must run as root (a root shell: Debian ships no sudo by default)"
 ((NODE)) || [[ -r /etc/debian_version ]] || info "warning: not Debian; only Debian 12 is tested"
 
 # ------------------------------------------------------------------ 1. apt packages
@@ -386,18 +386,32 @@ maybe_restart_containerd() {
 
 # ------------------------------------------------------------------ test peers (--test)
 # The test matrix's real peers (containerd 1.7 and 2.x with their runc shims, crictl, critest,
-# grpcurl) are built with Go from pinned release tags into a shared cache by tests/peers.py;
+# grpcurl) are built with Go from pinned release tags into a shared cache by tests/peer_builds.py;
 # what is present is skipped. Without Go the affected tests FAIL with a message (never pass).
 install_test_peers() {
-  step "test peers (tests/peers.py: pinned releases built with Go into /var/cache/containerd-shim-lxcfs)"
+  step "test peers (tests/peer_builds.py: pinned releases built with Go into /var/cache/containerd-shim-lxcfs)"
   local rc=0 t0=$SECONDS
-  PATH="$PATH:/usr/local/go/bin" "$SYS_PYTHON" "$SRC_DIR/tests/peers.py" install || rc=$?
+  PATH="$PATH:/usr/local/go/bin" "$SYS_PYTHON" "$SRC_DIR/tests/peer_builds.py" install || rc=$?
   if ((rc == 0)); then
-    SUMMARY+=("test peers: present ($((SECONDS - t0))s; tests/peers.py status lists them)")
+    SUMMARY+=("test peers: present ($((SECONDS - t0))s; tests/peer_builds.py status lists them)")
   else
     info "warning: some peers are missing; the tests that need them will fail and say so"
     SUMMARY+=("test peers: INCOMPLETE (see above; the matrix tests needing them fail)")
   fi
+}
+
+# ------------------------------------------------------------------ 5. node check
+# What the node has and needs (shim/check.py), logged; a FAIL is reported, not fatal here: the
+# operator (or the DaemonSet's log reader) fixes the node and runs `$SHIM check` again.
+node_check() {
+  step "node check: $SHIM check"
+  local out rc=0
+  out="$(host env CONTAINERD="${CONTAINERD:-containerd}" "$PREFIX/bin/$SHIM" check 2>&1)" || rc=$?
+  printf '%s\n' "$out" | sed 's/^/    /'
+  local line
+  line="node check: $(printf '%s\n' "$out" | sed -n 's/^summary: //p')"
+  ((rc == 0)) || line+=" (exit $rc)"
+  SUMMARY+=("$line")
 }
 
 # ------------------------------------------------------------------ node mode (DaemonSet)
@@ -509,11 +523,12 @@ fi
 install_symlink
 configure_containerd
 maybe_restart_containerd
+node_check
 
 case "$MODE" in
   install)
     print_summary
-    ((NODE)) || printf '  next: sudo %s --demo   |   sudo %s --test\n' "$0" "$0"
+    ((NODE)) || printf '  next: %s --demo   |   %s --test\n' "$0" "$0"
     ;;
   demo)
     step "main job: $PREFIX/bin/python -m shim.demo ${EXTRA_ARGS[*]:-}"

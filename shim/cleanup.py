@@ -48,6 +48,13 @@ def _runc_options(bundle: str) -> dict:
     return options if isinstance(options, dict) else {}
 
 
+def _bound_socket(bundle: str) -> str:
+    """The socket `start` bound, from the `address` file it wrote (containerd 2.3+ may have
+    named another directory than the default); "" when there is none."""
+    address = _read(os.path.join(bundle, "address"))
+    return address.removeprefix("unix://") if address.startswith("unix:///") else ""
+
+
 def _log(message: str) -> None:
     # containerd logs delete's stderr as warnings
     print(f"{message}", file=sys.stderr)
@@ -83,7 +90,7 @@ def delete(args: SimpleNamespace) -> int:
 
     if args.address and args.namespace and args.id:
         group = group_id(args.id, group_annotations(bundle))
-        sock = socket_path(args.address, args.namespace, group)
+        sock = _bound_socket(bundle) or socket_path(args.address, args.namespace, group)
         if not shim_alive(sock, 0.2):
             # the shim died: its FUSE view and socket are ours to remove
             state = state_dir(args.address, args.namespace, group)

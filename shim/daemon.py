@@ -46,7 +46,11 @@ def _listener(args: SimpleNamespace, fd: int | None) -> tuple[socket.socket, str
         sock.listen(128)
         return sock, path
     sock = socket.socket(fileno=3 if fd is None else fd)
-    return sock, socket_path(args.address, args.namespace, args.group or args.id)
+    # where `start` bound it (containerd 2.3+ may name the directory): the name says
+    path = sock.getsockname()
+    if not isinstance(path, str) or not path:
+        path = socket_path(args.address, args.namespace, args.group or args.id)
+    return sock, path
 
 
 async def _serve(args: SimpleNamespace, listener: int | None = None,

@@ -71,8 +71,10 @@ def shim_hash(address: str, namespace: str, group: str) -> str:
     return sha256(os.path.join(address, namespace, group).encode()).hexdigest()
 
 
-def socket_path(address: str, namespace: str, group: str) -> str:
-    return os.path.join(SOCKET_DIR, shim_hash(address, namespace, group))
+def socket_path(address: str, namespace: str, group: str, directory: str = "") -> str:
+    """The group's shim socket: in `directory` when containerd 2.3+ names one (its
+    `socket_dir`, e.g. for a rootless containerd), else the Go shims' fixed directory."""
+    return os.path.join(directory or SOCKET_DIR, shim_hash(address, namespace, group))
 
 
 def state_dir(address: str, namespace: str, group: str) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import peers
+import peer_builds as peers
 from cri_images import ImageBlobs, image_blobs, layer_tar
 from cri_node import PAUSE_IMAGE, CriContainerd
 from harness import NEWEST, build_busybox_rootfs
@@ -159,7 +159,7 @@ def run(handler: str, focus: str = "", timeout: float = 3600, report_dir: Path |
     missing = NEWEST.missing() + ([str(CRITEST)] if not os.access(CRITEST, os.X_OK) else [])
     if missing:
         raise RuntimeError(f"not installed: {missing}: install.sh --test builds them "
-                           "(tests/peers.py, needs Go)")
+                           "(tests/peer_builds.py, needs Go)")
     if not os.access(f"{CNI_BIN}/bridge", os.X_OK):
         raise RuntimeError(f"{CNI_BIN}/bridge missing: apt-get install containernetworking-plugins"
                            " (install.sh --test does)")

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import peers
+import peer_builds as peers
 
 RUNC_RUNTIME = "io.containerd.runc.v2"
 LXCFS_RUNTIME = "io.containerd.lxcfs.v2"
@@ -204,11 +204,11 @@ class ContainerdRelease:
 def _peer_release(peer: peers.Peer) -> ContainerdRelease:
     return ContainerdRelease(
         peer.version.lstrip("v"), peer.bin_dir,
-        f"built from {peer.module}@{peer.version} by `install.sh --test` (tests/peers.py; "
+        f"built from {peer.module}@{peer.version} by `install.sh --test` (tests/peer_builds.py; "
         "needs Go and the Go module proxy)")
 
 
-#: Debian 12's containerd (apt, /usr/bin) and the newest 1.7 and 2.x releases (tests/peers.py).
+#: Debian 12's containerd (apt, /usr/bin) and the newest 1.7 and 2.x releases (tests/peer_builds.py).
 CONTAINERD_MATRIX = (
     ContainerdRelease("1.6", Path("/usr/bin"), "Debian 12 package `containerd` (install.sh)"),
     _peer_release(peers.CONTAINERD_17),

@@ -38,7 +38,7 @@ EXPECTED = [
 
 def test_bench_quick_runs_all_and_leaks_nothing() -> None:
     if os.geteuid() != 0:
-        pytest.fail("the bench needs root: sudo ./install.sh --test", pytrace=False)
+        pytest.fail("the bench needs root: ./install.sh --test as root", pytrace=False)
     r = subprocess.run(
         [sys.executable, "-m", "bench", "--quick"],
         cwd=REPO,

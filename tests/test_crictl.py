@@ -1,7 +1,7 @@
 """crictl, as an operator drives a node: runp / create / start / exec / stats / stop / rm.
 
 Against the newest containerd of the matrix (its CRI plugin, install.sh's drop-in, images built
-locally: tests/cri_node.py) with cri-tools' crictl from tests/peers.py. Each handler runs the
+locally: tests/cri_node.py) with cri-tools' crictl from tests/peer_builds.py. Each handler runs the
 same sequence; `runc` is the fairness check (host values show through), `lxcfs` must show the
 container's 128 MiB / 500m. `crictl exec` goes through containerd's streaming server (SPDY),
 `crictl exec -s` through ExecSync.
@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import peers
+import peer_builds as peers
 import pytest
 from cri_node import BUSYBOX_IMAGE, CriContainerd
 from harness import NEWEST, host_meminfo, parse_meminfo, wait_until
@@ -35,7 +35,7 @@ def node() -> Iterator[CriContainerd]:
     missing = NEWEST.missing() + ([str(CRICTL)] if not os.access(CRICTL, os.X_OK) else [])
     if missing:
         pytest.fail(f"not installed: {missing}; `install.sh --test` builds them with Go "
-                    "(tests/peers.py)", pytrace=False)
+                    "(tests/peer_builds.py)", pytrace=False)
     c = CriContainerd(NEWEST)
     try:
         c.start()

@@ -1,7 +1,7 @@
 """The real peers the test matrix runs against: pinned releases, built with Go into a shared cache.
 
-    python3 tests/peers.py install      # build what is missing (install.sh --test runs this)
-    python3 tests/peers.py status       # what is there, what is missing, one line each
+    python3 tests/peer_builds.py install      # build what is missing (install.sh --test runs this)
+    python3 tests/peer_builds.py status       # what is there, what is missing, one line each
 
 The product stays Python: Go is used only to build the peers (containerd 1.7 and 2.x with their
 own runc shims, cri-tools, grpcurl) from their release tags through the Go module proxy, into
