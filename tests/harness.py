@@ -208,7 +208,7 @@ def _peer_release(peer: peers.Peer) -> ContainerdRelease:
         "needs Go and the Go module proxy)")
 
 
-#: Debian 12's containerd (apt, /usr/bin) and the newest 1.7 and 2.x releases (tests/peer_builds.py).
+#: Debian 12's containerd (apt, /usr/bin), the newest 1.7 and 2.x (tests/peer_builds.py).
 CONTAINERD_MATRIX = (
     ContainerdRelease("1.6", Path("/usr/bin"), "Debian 12 package `containerd` (install.sh)"),
     _peer_release(peers.CONTAINERD_17),

@@ -47,7 +47,8 @@ class Peer:
     version: str
     commands: tuple[str, ...]
     #: "install": `go install module/cmd/<c>@version`; "build": `go build` inside the module
-    #: (go.mod with exclude/replace); "test": `go test -c` (a suite shipped as _test.go files)
+    #: (go.mod with exclude/replace); "test": `go test -c` (a suite shipped as _test.go files);
+    #: "local": `go build` of this repository's directory `module`
     how: dict[str, str] = field(default_factory=dict)
     #: `-X` flags (the version a binary reports when built outside the release Makefile)
     ldflags: str = ""
@@ -74,8 +75,13 @@ CONTAINERD_17 = Peer("containerd", "github.com/containerd/containerd", "v1.7.35"
 CRI_TOOLS = Peer("cri-tools", "sigs.k8s.io/cri-tools", "v1.37.0", ("crictl", "critest"),
                  how={"critest": "test"})
 GRPCURL = Peer("grpcurl", "github.com/fullstorydev/grpcurl", "v1.9.4", ("grpcurl",))
+#: containerd 1.7.35's Go client with WithShimCgroup (test_e2e_bootstrap): our own small
+#: program in tests/peers/shimcgroup (its go.mod pins the client)
+SHIMCGROUP = Peer("shimcgroup", "tests/peers/shimcgroup", "containerd-v1.7.35", ("shimcgroup",),
+                  how={"shimcgroup": "local"})
 
-PEERS = (CONTAINERD_2, CONTAINERD_17, CRI_TOOLS, GRPCURL)
+PEERS = (CONTAINERD_2, CONTAINERD_17, CRI_TOOLS, GRPCURL, SHIMCGROUP)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def go_env() -> dict[str, str]:
@@ -123,6 +129,8 @@ def build(go: str, peer: Peer, command: str) -> None:
         if how == "install":
             env["GOBIN"] = tmp
             _run([go, "install", *flags, f"{peer.module}/cmd/{command}@{peer.version}"], env)
+        elif how == "local":
+            _run([go, "build", "-o", f"{tmp}/{command}", "."], env, cwd=str(REPO / peer.module))
         else:
             # inside the module: it is the main module, so its own go.mod directives apply
             env["GOFLAGS"] += " -mod=mod"
