@@ -392,14 +392,10 @@ def test_runc_options_binary_and_root(containerd, busybox_rootfs, runtime, cid, 
 
 @pytest.mark.parametrize("runtime", [LXCFS_RUNTIME], ids=["lxcfs"])
 def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runtime, cid,
-                                                tmp_path, request):
+                                                tmp_path):
     """ShimCgroup / NoNewKeyring: ctr 1.6 has no flags for them, so only the TOML route
-    (what CRI uses for a non-runc runtime) reaches a shim; runc.v2 cannot be driven so."""
-    if containerd.version >= (2, 3, 0):
-        # strict: the day `start` decodes BootstrapParams this XPASSes and the mark must go
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "issue 10 part 2: containerd 2.3+ sends BootstrapParams on start's stdin; the "
-            "shim reads it as the options Any, so ShimCgroup is dropped")))
+    (what CRI uses for a non-runc runtime) reaches a shim; runc.v2 cannot be driven so.
+    On 2.3+ the options arrive inside BootstrapParams (field 8)."""
     wrapper = tmp_path / "my-runc"
     calls = tmp_path / "calls"
     wrapper.write_text(RUNC_WRAPPER.format(log=calls))
