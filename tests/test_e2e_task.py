@@ -374,9 +374,6 @@ def test_runc_options_binary_and_root(containerd, busybox_rootfs, runtime, cid, 
     wrapper.write_text(RUNC_WRAPPER.format(log=calls))
     wrapper.chmod(0o755)
     root = tmp_path / "runc-root"
-    if runtime != LXCFS_RUNTIME and containerd.version >= (1, 7, 0):
-        pytest.skip("ctr 1.7+ applies --uidmap (and so IoUid/IoGid) only to image snapshots, "
-                    "not --rootfs, and sends runc.v2 no runtime-options TOML: no ctr route")
     if runtime == LXCFS_RUNTIME:
         config = tmp_path / "runtime.toml"
         config.write_text(f'BinaryName = "{wrapper}"\nRoot = "{root}"\n')
