@@ -127,6 +127,24 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
     return None
 
 
+def remove_empty_cgroups(name: str) -> None:
+    """rmdir `/sys/fs/cgroup[/<controller>]/<name>` bottom-up where nothing lives in it.
+
+    containerd puts a namespace's containers under `/<namespace>/<id>`; runc removes the
+    container's cgroup, the namespace's stays. rmdir fails on a cgroup with tasks or children,
+    so a cgroup someone still uses (k8s.io is shared by every CRI containerd) is never touched.
+    """
+    root = Path("/sys/fs/cgroup")
+    for top in [root / name, *root.glob(f"*/{name}")]:
+        if not top.is_dir():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.1):
     """Poll `predicate()` until it returns something truthy (returned) or `timeout` passes."""
     deadline = time.monotonic() + timeout
@@ -427,6 +445,7 @@ class PrivateContainerd:
         # runc state root of our namespace (shared /run/containerd/runc), if it is empty now
         with contextlib.suppress(OSError):
             os.rmdir(f"/run/containerd/runc/{self.namespace}")
+        remove_empty_cgroups(self.namespace)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
