@@ -155,9 +155,9 @@ def install(peers: tuple[Peer, ...] = PEERS) -> int:
               + "\n      ".join(f"{p.name} {p.version}: {c}" for p, c in todo)
               + "\n    the tests that need them FAIL with a message (matrix ids "
                 "[1.7.35-*], [2.4.2-*], crictl/critest, grpcurl).\n"
-                "    Install Go (https://go.dev/dl, or Debian's golang-go >= 1.23) and re-run "
-                "install.sh --test,\n    or restrict the matrix on purpose: "
-                "LXCFS_TEST_CONTAINERD=1.6", file=sys.stderr)
+                "    Install Go >= 1.26 (https://go.dev/dl; Debian 12's golang-go is too old; "
+                "the go.mod files ask for 1.26)\n    and re-run install.sh --test, or restrict "
+                "the matrix on purpose: LXCFS_TEST_CONTAINERD=1.6", file=sys.stderr)
         return 1
     version = subprocess.run([go, "version"], capture_output=True, text=True).stdout.strip()
     print(f"    building {len(todo)} missing peer binaries with {version} "
