@@ -11,9 +11,9 @@ Usage: ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
 
 Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
   1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
-     python3-venv python3-dev busybox-static lxcfs; with --test also: criu
-     containernetworking-plugins (critest's pod network); --test then builds the test peers
-     (containerd 1.7/2.x, crictl, critest, grpcurl) with Go: tests/peer_builds.py
+     python3-venv python3-dev busybox-static lxcfs; with --test also: criu libc6-dev
+     openssl containernetworking-plugins (critest's pod network); --test then builds the
+     test peers (containerd 1.7/2.x, crictl, critest, grpcurl) with Go: tests/peer_builds.py
   2. a venv at $PREFIX (default /opt/containerd-shim-lxcfs) made with /usr/bin/python3,
      with this directory's package installed into it (non-editable)
   3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
@@ -99,7 +99,10 @@ APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv pyt
   busybox-static lxcfs)
 # Programs only the test suite and the benches call (--test installs them too; the suite's
 # tests/test_install_provides.py checks that every program they run is installed by this file).
-TEST_APT_PACKAGES=(criu containernetworking-plugins)
+# libc6-dev: libc.a for the `gcc -static` helpers the tests and benches build into the rootfs
+# openssl: certificates and keys for the one-node Kubernetes cluster of tests/k8s_cluster.py
+# containernetworking-plugins: the bridge network of critest's pods (tests/critest_run.py)
+TEST_APT_PACKAGES=(criu libc6-dev openssl containernetworking-plugins)
 SUMMARY=()
 CLEANUP=()
 cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }
@@ -540,6 +543,7 @@ case "$MODE" in
     ;;
   test)
     install_test_peers
+    step "Kubernetes peers for tests/test_k8s_node.py" && bash "$SRC_DIR/tests/peers/k8s/build.sh"
     step "tests: $PREFIX/bin/python -m pytest ${EXTRA_ARGS[*]:-} (in $SRC_DIR)"
     rc=0
     (cd "$SRC_DIR" && "$PREFIX/bin/python" -m pytest "${EXTRA_ARGS[@]}") || rc=$?

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from shim import mountutil, wire
 from shim.identity import (
     RUNC_ROOT,
+    SYSINFO_SOCKET,
     group_annotations,
     group_id,
     quietly,
@@ -102,6 +103,7 @@ def delete(args: SimpleNamespace) -> int:
                 except OSError as e:
                     _log(str(e))
             quietly(os.unlink, os.path.join(state, "task-api"))  # shim/config.py's record
+            quietly(os.unlink, os.path.join(state, SYSINFO_SOCKET))  # a killed shim's listener
             for leftover in (view, state):  # rmdir, never a recursive walk into a mount
                 quietly(os.rmdir, leftover)
             quietly(os.unlink, sock)

@@ -26,6 +26,7 @@ from shim.events import Publisher
 from shim.identity import socket_path, state_dir
 from shim.reaper import Reaper, become_subreaper
 from shim.service import TaskService
+from shim.sysinfo_notify import SysinfoNotifier
 from shim.transport import task_methods, task_services
 from shim.ttrpc.server import TtrpcServer
 
@@ -72,8 +73,11 @@ async def _serve(args: SimpleNamespace, listener: int | None = None,
             await tg.start(view.run)
             trace.mark("serve: view mounted")
             await tg.start(publisher.run)
+            sysinfo = SysinfoNotifier(state, view)
+            await tg.start(sysinfo.run)
             service = TaskService(namespace=args.namespace, reaper=reaper, view=view,
-                                  publisher=publisher, task_group=tg, on_idle=idle.set)
+                                  publisher=publisher, task_group=tg, on_idle=idle.set,
+                                  sysinfo=sysinfo)
             await tg.start(_task_server(args.task_api, service), sock)
             trace.mark("serve: accepting")
             tg.start_soon(_on_signals, idle)

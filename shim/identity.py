@@ -24,6 +24,8 @@ SHIM_NAME = "containerd-shim-lxcfs-v2"
 SOCKET_DIR = "/run/containerd/s"
 #: Per-shim state (the FUSE mountpoint lives below it).
 STATE_DIR = "/run/containerd-shim-lxcfs"
+#: In the state dir: where runc hands over seccomp notify fds (shim/sysinfo_notify.py).
+SYSINFO_SOCKET = "sysinfo.sock"
 #: Default runc state root; the namespace is appended (as containerd-shim-runc-v2 does).
 RUNC_ROOT = "/run/containerd/runc"
 

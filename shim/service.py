@@ -25,6 +25,7 @@ import anyio.abc
 from betterproto.lib.google.protobuf import Any as AnyMsg
 from betterproto.lib.google.protobuf import Empty
 
+from procfs import late_mounts
 from procfs.cgroups import CgroupRef
 from procfs.view import View
 from protos.gen.containerd import events
@@ -42,6 +43,7 @@ from shim.protoutil import GO_ZERO_TIME, pack_any
 from shim.reaper import Reaper, Watch
 from shim.runc import Runc, RuncError
 from shim.stdio import IOContext, ProcessIO
+from shim.sysinfo_notify import SysinfoNotifier
 
 log = logging.getLogger("shim.service")
 
@@ -157,8 +159,10 @@ def _checkpoint_flags(o: runc_opts.CheckpointOptions) -> list[str]:
 
 class TaskService:
     def __init__(self, *, namespace: str, reaper: Reaper, view: View, publisher: Publisher,
-                 task_group: anyio.abc.TaskGroup, on_idle: Callable[[], None]) -> None:
+                 task_group: anyio.abc.TaskGroup, on_idle: Callable[[], None],
+                 sysinfo: SysinfoNotifier | None = None) -> None:
         self.namespace = namespace
+        self._sysinfo = sysinfo
         self._reaper = reaper
         self._view = view
         self._events = publisher
@@ -233,6 +237,7 @@ class TaskService:
         if not c.checkpoint:
             init.io.release_child_fds()
             self._track_init(c, _read_pid(os.path.join(bundle, "init.pid")))
+            await self._mount_late_files(c)
         self._events.publish("/tasks/create", events.TaskCreate(
             container_id=req.id, bundle=bundle, rootfs=list(req.rootfs),
             io=events.TaskIo(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
@@ -248,6 +253,19 @@ class TaskService:
         c.cgroup = self._view.set_init_pid(c.id, pid)
         self._tg.start_soon(self._wait_init_exit, c)
         self._tg.start_soon(self._watch_oom, c)
+
+    async def _mount_late_files(self, c: Container) -> None:
+        """/proc files runc will not bind (vmstat, pressure): into the created container's
+        mount namespace now, before its start. A failure leaves the host's file (logged)."""
+        view = self._view.container(c.id)
+        files = late_mounts.late_files(view, spec.LATE_FILES) if view is not None else {}
+        if not files:
+            return
+        try:
+            done = await late_mounts.bind(c.init.pid, files, self._reaper.watch)
+            log.debug("mounted %s into %s", done, c.id)
+        except (OSError, TimeoutError) as e:
+            log.error("cannot mount %s into %s: %s", sorted(files), c.id, e)
 
     async def _watch_oom(self, c: Container) -> None:
         memory = c.cgroup.dir("memory") if c.cgroup else None
@@ -272,6 +290,8 @@ class TaskService:
                 c.rootfs_mounted = True
         sources = self._view.add(c.id, spec.cgroups_path(oci), spec.wanted_files(oci))
         spec.add_view_mounts(oci, sources)
+        if self._sysinfo is not None and not c.checkpoint:  # criu restores filters itself
+            self._sysinfo.prepare(c.id, oci)
         spec.save(c.bundle, oci)
         c.init.io = await ProcessIO.open(req.stdin, req.stdout, req.stderr, req.terminal,
                                          reaper=self._reaper,
@@ -283,6 +303,8 @@ class TaskService:
             with contextlib.suppress(RuncError):
                 await c.runc.delete(c.id, force=True)
             self._view.remove(c.id)
+            if self._sysinfo is not None:
+                self._sysinfo.forget(c.id)
             if c.rootfs_mounted:
                 mountutil.umount_all(os.path.join(c.bundle, "rootfs"))
 
@@ -441,6 +463,8 @@ class TaskService:
         for e in c.execs.values():
             await e.io.aclose()
         self._view.remove(c.id)
+        if self._sysinfo is not None:
+            self._sysinfo.forget(c.id)
         if c.rootfs_mounted:
             try:
                 mountutil.umount_all(os.path.join(c.bundle, "rootfs"))

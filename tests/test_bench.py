@@ -33,6 +33,10 @@ EXPECTED = [
     ("footprint", "shim RSS per container, 1 running"),
     ("footprint", "shim PSS per container, 3 running"),
     ("density", "10 containers: total"),
+    ("sysinfo", "sysinfo(2) round trip"),
+    ("sysinfo", "getppid(2), rule on (no profile)"),
+    ("sysinfo", "getppid(2), rule on (--seccomp)"),
+    ("sysinfo", "ctr run --rm /bin/true, all on"),
 ]
 
 
