@@ -12,6 +12,8 @@ Usage: ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
 Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
   1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
      python3-venv python3-dev busybox-static lxcfs; with --test also: criu libc6-dev
+     openssl containernetworking-plugins (critest's pod network); --test then builds the
+     test peers (containerd 1.7/2.x, crictl, critest, grpcurl) with Go: tests/peer_builds.py
   2. a venv at $PREFIX (default /opt/containerd-shim-lxcfs) made with /usr/bin/python3,
      with this directory's package installed into it (non-editable)
   3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
@@ -99,7 +101,8 @@ APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv pyt
 # tests/test_install_provides.py checks that every program they run is installed by this file).
 # libc6-dev: libc.a for the `gcc -static` helpers the tests and benches build into the rootfs
 # openssl: certificates and keys for the one-node Kubernetes cluster of tests/k8s_cluster.py
-TEST_APT_PACKAGES=(criu libc6-dev openssl)
+# containernetworking-plugins: the bridge network of critest's pods (tests/critest_run.py)
+TEST_APT_PACKAGES=(criu libc6-dev openssl containernetworking-plugins)
 SUMMARY=()
 CLEANUP=()
 cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }
@@ -219,10 +222,14 @@ configure_containerd() {
 
   # 1. the main config imports conf.d/*.toml (created, or one top-level line added)
   if [[ ! -e $cfg ]]; then
-    printf 'version = 2\nimports = ["%s"]\n' "$glob" >"$cfg"
+    # containerd 2.x reads version 2 too, but migrates it on every start: write its own
+    local version=2
+    [[ $("${CONTAINERD_CMD[@]}" --version 2>/dev/null) =~ [[:space:]]v?([0-9]+)\. ]] &&
+      ((BASH_REMATCH[1] >= 2)) && version=3
+    printf 'version = %s\nimports = ["%s"]\n' "$version" "$glob" >"$cfg"
     created_cfg=1
     CONFIG_CHANGED=1
-    info "created minimal $cfg (version 2, imports $glob)"
+    info "created minimal $cfg (version $version, imports $glob)"
   else
     local action
     action="$("$SYS_PYTHON" - "$cfg" "$glob" <<'PY'
@@ -380,6 +387,22 @@ maybe_restart_containerd() {
   SUMMARY+=("system containerd: restarted")
 }
 
+# ------------------------------------------------------------------ test peers (--test)
+# The test matrix's real peers (containerd 1.7 and 2.x with their runc shims, crictl, critest,
+# grpcurl) are built with Go from pinned release tags into a shared cache by tests/peer_builds.py;
+# what is present is skipped. Without Go the affected tests FAIL with a message (never pass).
+install_test_peers() {
+  step "test peers (tests/peer_builds.py: pinned releases built with Go into /var/cache/containerd-shim-lxcfs)"
+  local rc=0 t0=$SECONDS
+  PATH="$PATH:/usr/local/go/bin" "$SYS_PYTHON" "$SRC_DIR/tests/peer_builds.py" install || rc=$?
+  if ((rc == 0)); then
+    SUMMARY+=("test peers: present ($((SECONDS - t0))s; tests/peer_builds.py status lists them)")
+  else
+    info "warning: some peers are missing; the tests that need them will fail and say so"
+    SUMMARY+=("test peers: INCOMPLETE (see above; the matrix tests needing them fail)")
+  fi
+}
+
 # ------------------------------------------------------------------ 5. node check
 # What the node has and needs (shim/check.py), logged; a FAIL is reported, not fatal here: the
 # operator (or the DaemonSet's log reader) fixes the node and runs `$SHIM check` again.
@@ -519,6 +542,7 @@ case "$MODE" in
     exit "$rc"
     ;;
   test)
+    install_test_peers
     step "Kubernetes peers for tests/test_k8s_node.py" && bash "$SRC_DIR/tests/peers/k8s/build.sh"
     step "tests: $PREFIX/bin/python -m pytest ${EXTRA_ARGS[*]:-} (in $SRC_DIR)"
     rc=0

@@ -43,7 +43,8 @@ def _peer(name: str) -> tuple[str, str]:
     bin_dir = VERSIONS[name]
     containerd, ctr = bin_dir / "containerd", bin_dir / "ctr"
     if not (os.access(containerd, os.X_OK) and os.access(ctr, os.X_OK)):
-        pytest.skip(f"{name}: {containerd} not built (install.sh --test builds the peers)")
+        pytest.fail(f"{name}: {containerd} not built (install.sh --test builds the peers, with Go)",
+                    pytrace=False)
     return str(containerd), str(ctr)
 
 
@@ -240,8 +241,8 @@ def test_go_client_with_shim_cgroup(name: str, rootfs: Path) -> None:
     cgroup. (containerd 2.4.2 itself refuses that type from an old client: `type with url
     containerd.linux.runc.CreateOptions: not found`; its own client sends runc Options.)"""
     if not os.access(SHIMCGROUP, os.X_OK):
-        pytest.skip(f"{SHIMCGROUP} not built: cd tests/peers/shimcgroup && go build -o "
-                    f"{SHIMCGROUP} .")
+        pytest.fail(f"{SHIMCGROUP} not built: install.sh --test builds it (tests/peer_builds.py, "
+                    "with Go)", pytrace=False)
     group = f"bootgo-{os.getpid()}"
     cg = Path("/sys/fs/cgroup/memory", group)
     if not cg.parent.is_dir():

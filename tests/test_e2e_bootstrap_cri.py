@@ -59,7 +59,8 @@ CRI_V3 = """
 class Cri242(PrivateContainerd):
     def __init__(self, options: str) -> None:
         if not os.access(PEER / "containerd", os.X_OK):
-            pytest.skip(f"{PEER}/containerd not built (install.sh --test builds the peers)")
+            pytest.fail(f"{PEER}/containerd not built (install.sh --test builds the peers, "
+                        "with Go)", pytrace=False)
         super().__init__(namespace="k8s.io", cri=True, containerd=str(PEER / "containerd"),
                          ctr=str(PEER / "ctr"), start_timeout=60.0)
         self._options = options
