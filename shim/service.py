@@ -169,6 +169,9 @@ class TaskService:
         self._tg = task_group
         self._on_idle = on_idle
         self._containers: dict[str, Container] = {}
+        #: Creates under way: not in _containers until runc create returns, but a Shutdown
+        #: (for another container of the pod) must not take the shim away under them.
+        self._creating: set[str] = set()
         #: monotonic time of the last request (shim/transport.py notes it)
         self.last_request = time.monotonic()
 
@@ -190,7 +193,8 @@ class TaskService:
         return c, p
 
     def has_containers(self) -> bool:
-        return bool(self._containers)
+        """Anything this shim still serves: created containers, or creates under way."""
+        return bool(self._containers or self._creating)
 
     def _runc_error(self, what: str, e: RuncError) -> RpcError:
         return RpcError.unknown(f"{what}: {e.detail}" if e.detail else what)
@@ -198,8 +202,15 @@ class TaskService:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def create(self, req: api.CreateTaskRequest) -> api.CreateTaskResponse:
-        if req.id in self._containers:
+        if req.id in self._containers or req.id in self._creating:
             raise RpcError.already_exists(f"container {req.id}")
+        self._creating.add(req.id)
+        try:
+            return await self._create(req)
+        finally:
+            self._creating.discard(req.id)
+
+    async def _create(self, req: api.CreateTaskRequest) -> api.CreateTaskResponse:
         bundle = req.bundle
         try:
             oci = spec.load(bundle)
@@ -637,6 +648,6 @@ class TaskService:
         return api.ConnectResponse(shim_pid=os.getpid(), task_pid=c.init.pid if c else 0)
 
     async def shutdown(self, req: api.ShutdownRequest) -> Empty:
-        if not self._containers:
+        if not self.has_containers():
             self._on_idle()
         return Empty()
