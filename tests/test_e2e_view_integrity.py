@@ -1,0 +1,131 @@
+"""Every read of a view file is one whole rendering, whoever reads it and however.
+
+Inside a real container (lxcfs runtime, busybox), 8 concurrent reader loops read the view's
+files with every kind of reader -- busybox ``cat`` (sendfile, i.e. the kernel's splice path),
+``dd bs=1`` (one FUSE read per byte), ``head -c``, a shell ``read`` loop, ``stat`` then ``cat``
+(sizing and reading by different processes) -- while the renderings change length under them:
+every reader is a new pid (last pid and ``processes`` gain digits), and the concurrency makes
+the running/total thread counts jump. Each read must be non-empty, newline-terminated, free of
+NUL bytes and shaped like the file (a cut last line or a padded page shows up at once).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections import Counter
+
+import pytest
+from harness import LXCFS_RUNTIME
+
+pytestmark = pytest.mark.e2e
+
+LIMIT = 256 * 1024 * 1024
+READERS = 8
+FILES = ["/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/meminfo", "/proc/swaps",
+         "/proc/cpuinfo", "/sys/devices/system/cpu/online"]
+# (/proc/diskstats is legitimately empty in a container that did no block IO.)
+#: Reader kinds; {f} is the file. Each prints the file's bytes exactly as read.
+METHODS = {
+    "cat": "cat {f}",
+    "dd1": "dd if={f} bs=1 2>/dev/null",
+    "head": "head -c 1000000 {f}",
+    "readloop": 'while IFS= read -r l; do echo "$l"; done < {f}; [ -n "$l" ] && printf %s "$l"',
+    "statcat": "stat -c %s {f} >/dev/null; cat {f}",
+}
+#: dd bs=1 costs one FUSE round trip per byte: only on the short files.
+SHORT = {"/proc/loadavg", "/proc/uptime", "/proc/swaps", "/sys/devices/system/cpu/online"}
+BEGIN, END = "@@B ", "@@E"
+
+_SHAPES = {
+    "/proc/loadavg": re.compile(r"\d+\.\d\d \d+\.\d\d \d+\.\d\d \d+/\d+ \d+\n"),
+    "/proc/uptime": re.compile(r"\d+\.\d\d \d+\.\d\d\n"),
+    "/sys/devices/system/cpu/online": re.compile(r"[0-9,-]+\n"),
+}
+
+
+def _script(rounds: int) -> str:
+    """One reader loop: every file by every method, ``rounds`` times."""
+    steps = []
+    for f in FILES:
+        for name, cmd in METHODS.items():
+            if name == "dd1" and f not in SHORT:
+                continue
+            steps.append(f"echo '{BEGIN}{f} {name}'; {cmd.format(f=f)}; echo '{END}'")
+    body = "; ".join(steps)
+    return f"i=0; while [ $i -lt {rounds} ]; do {body}; i=$((i+1)); done"
+
+
+def _reads(out: str) -> list[tuple[str, str, str]]:
+    """(file, method, bytes read) for every read in a reader's output."""
+    reads = []
+    for chunk in out.split(BEGIN)[1:]:
+        header, _, rest = chunk.partition("\n")
+        f, method = header.split()
+        assert rest.endswith(END + "\n"), f"{f} {method}: marker lost: {rest[-200:]!r}"
+        reads.append((f, method, rest[: -len(END) - 1]))
+    return reads
+
+
+def _keys(text: str) -> list[str]:
+    return [ln.split(":")[0].split()[0] if ln.split() else "" for ln in text.split("\n")]
+
+
+def _problem(f: str, text: str, reference: str) -> str | None:
+    if not text:
+        return "empty"
+    if not text.endswith("\n"):
+        return "no final newline"
+    if "\0" in text:
+        return "NUL bytes"
+    shape = _SHAPES.get(f)
+    if shape is not None:
+        return None if shape.fullmatch(text) else "not the file's shape"
+    if _keys(text) != _keys(reference):
+        return "lines differ from a whole rendering"
+    return None
+
+
+def _exec_popen(containerd, cid: str, eid: str, script: str) -> subprocess.Popen:
+    cmd = [containerd.ctr_bin, "--address", containerd.address, "--namespace",
+           containerd.namespace, "task", "exec", "--exec-id", eid, cid, "/bin/sh", "-c", script]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=containerd.env)
+
+
+def test_every_read_is_one_whole_rendering(containerd, busybox_rootfs, cid):
+    rounds = int(os.environ.get("VIEW_INTEGRITY_ROUNDS", "12"))
+    r = containerd.run_detached(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/sleep", "1000",
+                                ctr_args=("--memory-limit", str(LIMIT), "--cpus", "1"))
+    assert r.returncode == 0, r.stderr
+    try:
+        assert containerd.wait_status(cid, "RUNNING", timeout=20), containerd.tasks()
+        ref = containerd.ctr("task", "exec", "--exec-id", "ref", cid, "/bin/sh", "-c",
+                             "; ".join(f"echo '{BEGIN}{f} ref'; cat {f}; echo '{END}'"
+                                       for f in FILES), timeout=30)
+        assert ref.returncode == 0, ref.stderr
+        reference = {f: text for f, _, text in _reads(ref.stdout)}
+
+        procs = [_exec_popen(containerd, cid, f"rd{i}", _script(rounds))
+                 for i in range(READERS)]
+        outs = [p.communicate(timeout=900) for p in procs]
+    finally:
+        containerd.force_remove(cid)
+
+    bad: Counter[tuple[str, str, str]] = Counter()
+    count: Counter[str] = Counter()
+    examples: dict[tuple[str, str, str], str] = {}
+    for (stdout, stderr), p in zip(outs, procs, strict=True):
+        assert p.returncode == 0, stderr
+        for f, method, text in _reads(stdout):
+            count[f] += 1
+            why = _problem(f, text, reference[f])
+            if why:
+                bad[(f, method, why)] += 1
+                examples.setdefault((f, method, why), text[-120:])
+    print("reads per file:", dict(count))
+    assert not bad, "cut/empty/garbled reads: " + "; ".join(
+        f"{f} {m} {why} x{n} (e.g. {examples[(f, m, why)]!r})"
+        for (f, m, why), n in bad.most_common())
+    assert min(count.values()) >= READERS * rounds * 3
