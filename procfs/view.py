@@ -47,12 +47,27 @@ pyfuse3 = fuseloop.import_pyfuse3()
 log = logging.getLogger(__name__)
 
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}")
-#: Kernel cache lifetimes (s) for entries/attributes, as lxcfs: short so a removed container
-#: disappears quickly, long enough to spare a lookup per path component on every open.
+#: Kernel cache lifetime (s) of directory entries, as lxcfs: short so a removed container
+#: disappears quickly (only host-side path walks look names up; a bind is never looked up).
 _TIMEOUT = 0.5
-#: Opens by different readers within this window share one rendering (the view's freshness
-#: bound): a burst of concurrent readers costs one render instead of one each.
+#: Attribute lifetime: 0, so with ``default_permissions`` every open first asks for the size
+#: (GETATTR from the opener), and the kernel's i_size is always the current publication's.
+_ATTR_TIMEOUT = 0.0
+#: Readers within this window share one rendering (the view's freshness bound): a burst of
+#: concurrent readers costs one render instead of one each.
 SHARE_WINDOW = 0.005
+#: A rendering of another length is published only when no GETATTR/LOOKUP reply for the file
+#: went out this recently: a concurrent GETATTR sent before that reply was applied would have
+#: its own reply ignored by the kernel (stale attr_version) -- it must carry the same size.
+SETTLE = 0.005
+#: A handle reading the shared publication holds its length for this long after its last
+#: read (or until released): the time a sendfile reader may take between its page-cache
+#: fill and its last sendfile call. Long-lived handles re-read privately and hold nothing.
+GRACE = 1.0
+#: A read from offset 0 starts a new pass with a fresh (private) rendering only when the
+#: handle's snapshot is older than this: the page cache may be dropped by another reader's
+#: open and refilled by this handle within one sendfile call, which must get the same bytes.
+REREAD_AFTER = 0.1
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
@@ -73,9 +88,11 @@ class _Node:
     key: str | None = None  # owning container; None for the root
     file: str | None = None  # container path for files ("/proc/meminfo"), None for dirs
     children: dict[bytes, int] = field(default_factory=dict)
-    content: bytes = b""  # last rendering (files)
+    content: bytes = b""  # the publication: what the kernel was told the size of (files)
     sized_at: float = float("-inf")  # time.monotonic() of that render
-    caller: int | None = None  # whose request it was rendered for
+    reported_at: float = float("-inf")  # last GETATTR/LOOKUP reply carrying its size
+    forced: bool = True  # publish the next rendering whatever its length (nothing read yet)
+    holders: dict[int, _Handle] = field(default_factory=dict)  # open handles on this file
 
     @property
     def size(self) -> int:
@@ -84,6 +101,22 @@ class _Node:
     @property
     def is_dir(self) -> bool:
         return self.file is None
+
+
+@dataclass
+class _Handle:
+    """One open of a file: the bytes its reads are served from."""
+
+    node: _Node
+    snap: bytes
+    opened: float
+    reads: int = 0
+    last_read: float = float("-inf")
+    pass_started: float = float("-inf")  # first read served from snap
+    shared: bool = True  # snap is the node's publication (not a private re-read)
+
+    def holds_length(self, now: float) -> bool:
+        return self.shared and now - max(self.opened, self.last_read) < GRACE
 
 
 T = TypeVar("T")
@@ -128,7 +161,7 @@ class View:
         }
         self._containers: dict[str, Container] = {}
         self._handles = itertools.count(1)
-        self._open_files: dict[int, bytes] = {}
+        self._open_files: dict[int, _Handle] = {}
         self._open_dirs: dict[int, list[tuple[bytes, int]]] = {}
         self._started_ns = time.time_ns()
         self._ready: anyio.Event | None = None
@@ -197,7 +230,7 @@ class View:
         for inode in c.inodes:  # renderings made during runc create predate the limits
             node = self._nodes.get(inode)
             if node is not None:
-                node.sized_at, node.caller = float("-inf"), None
+                node.sized_at, node.forced = float("-inf"), True
         self._sample(c)
         return c.ref
 
@@ -278,6 +311,9 @@ class View:
                 "nosuid",
                 "nodev",
                 "noexec",
+                # the kernel checks modes itself, and refreshes attributes (GETATTR, from the
+                # opener) before every open: see View._publish
+                "default_permissions",
             }
             try:
                 pyfuse3.init(_Operations(self), str(self._mountpoint), options)
@@ -308,6 +344,8 @@ class View:
                         # session would stack on top of it.
                         with contextlib.suppress(OSError):
                             mounts.umount(str(self._mountpoint))
+                for h in self._open_files.values():  # the dead session's handles
+                    h.node.holders.clear()
                 self._open_files.clear()
                 self._open_dirs.clear()
 
@@ -375,7 +413,7 @@ class View:
         a.st_ino = node.inode
         a.generation = 0
         a.entry_timeout = _TIMEOUT
-        a.attr_timeout = _TIMEOUT
+        a.attr_timeout = _TIMEOUT if node.is_dir else _ATTR_TIMEOUT
         if node.is_dir:
             a.st_mode = _DIR_MODE
             a.st_nlink = 2 + sum(self._nodes[c].is_dir for c in node.children.values())
@@ -395,49 +433,89 @@ class View:
         container = self._containers.get(node.key)
         if container is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        content = PRODUCERS[node.file](container, caller)
-        # Before set_init_pid the caller is `runc init` mounting the bind sources, *before* runc
-        # applies the cgroup limits, and that same pid then execs the container's command:
-        # never hand such an early rendering to it as "the bytes you sized".
-        owner = caller if container.init_pid is not None else None
-        node.content, node.sized_at, node.caller = content, time.monotonic(), owner
-        return content
+        return PRODUCERS[node.file](container, caller)
 
-    def _content_for_open(self, node: _Node, caller: int) -> bytes:
-        """The rendering this caller's own stat/lookup just sized, else a fresh one.
+    def _publish(self, node: _Node, caller: int | None = None) -> bytes:
+        """The node's publication, refreshed if due: what GETATTR/LOOKUP report the size of.
 
-        sendfile/splice readers (busybox cat) read through the page cache, which stops at the
-        st_size the kernel got from the last getattr: a rendering that grew since (a counter
-        gained a digit) would be cut. A process that looks the file up and then opens it gets
-        the very bytes whose length it was told. A different process (runc stat-ing the bind
-        source while the limits were not set yet) gets a fresh rendering.
-
-        Readers that open within :data:`SHARE_WINDOW` of the last rendering share it: a
-        rendering costs 35-170 µs of the one event-loop thread, and a burst of monitoring
-        agents then pays for one. Renderings from before `set_init_pid` (owner None) are
-        never shared.
+        sendfile/splice (busybox ``cat``) on a FUSE file reads through the inode's page cache
+        even with direct_io (Linux 6.5+, until the kernel uses copy_splice_read for
+        FOPEN_DIRECT_IO), and copies no further than the inode's i_size -- shared by every
+        reader of the file, set from the last GETATTR/LOOKUP reply. So every first pass reads
+        the publication, and a rendering of another length replaces it only when that cannot
+        cut or pad anyone: no handle is still reading it (:data:`GRACE`) and no other size
+        reply may be in flight (:data:`SETTLE`). Same-length renderings replace it whenever
+        it is older than :data:`SHARE_WINDOW`. A render that fails here (cgroup not created
+        yet while runc stats the bind source) keeps the old publication.
         """
-        if node.caller is not None:
-            age = time.monotonic() - node.sized_at
-            if age < SHARE_WINDOW or (caller == node.caller and age < _TIMEOUT):
-                return node.content
-        return self._render(node, caller)
+        now = time.monotonic()
+        if now - node.sized_at >= SHARE_WINDOW:
+            try:
+                fresh = self._render(node, caller)
+            except pyfuse3.FUSEError:
+                raise
+            except Exception as exc:
+                log.debug("procfs view: rendering %s of %s: %s", node.file, node.key, exc)
+                fresh = None
+            if fresh is not None and (
+                len(fresh) == len(node.content)
+                or node.forced
+                or (now - node.reported_at >= SETTLE
+                    and not any(h.holds_length(now) for h in node.holders.values()))
+            ):
+                node.content, node.sized_at, node.forced = fresh, now, False
+        node.reported_at = now
+        return node.content
+
+    def _private(self, h: _Handle, caller: int | None = None) -> bytes:
+        """A fresh rendering for one handle re-reading from offset 0 (procfs semantics, and
+        what tools keeping the file open -- procps -- expect); never published."""
+        try:
+            return self._render(h.node, caller)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            log.exception("procfs view: re-rendering %s of %s", h.node.file, h.node.key)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     def _size(self, node: _Node, caller: int | None = None) -> int:
-        """st_size = length of the current rendering (reused for one attr timeout).
+        """st_size = length of the publication (see :meth:`_publish`)."""
+        return len(self._publish(node, caller))
 
-        With direct_io, read(2) ignores st_size, but sendfile/splice users (busybox cat) stop
-        at it and GNU tail seeks from it: only the exact length satisfies them all (procfs'
-        0 would make busybox cat print nothing). A render that fails here (cgroup not created
-        yet while runc stats the bind source) must not fail stat: report 0.
-        """
-        if time.monotonic() - node.sized_at < _TIMEOUT:
-            return node.size
-        try:
-            return len(self._render(node, caller))
-        except Exception as exc:
-            log.debug("procfs view: sizing %s of %s: %s", node.file, node.key, exc)
-            return 0
+    # --- open files ---------------------------------------------------------------------------
+
+    def _open(self, node: _Node, caller: int) -> int:
+        if node.forced:  # nothing published since (re)registration: a failure is EIO here
+            now = time.monotonic()
+            node.content = self._render(node, caller)
+            node.sized_at = node.reported_at = now
+            node.forced = False
+        fh = next(self._handles)
+        h = _Handle(node, node.content, time.monotonic())
+        self._open_files[fh] = h
+        node.holders[fh] = h
+        return fh
+
+    def _read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._open_files.get(fh)
+        if h is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        now = time.monotonic()
+        if h.reads == 0:
+            if now - h.opened >= GRACE:  # held nothing meanwhile: take the current length
+                h.snap = h.node.content
+            h.pass_started = now
+        elif off == 0 and now - h.pass_started >= REREAD_AFTER:
+            # a new pass over the file: fresh, for this handle alone
+            h.snap, h.shared, h.pass_started = self._private(h), False, now
+        h.reads += 1
+        h.last_read = now
+        return h.snap[off : off + size]
+
+    def _release(self, fh: int) -> None:
+        h = self._open_files.pop(fh, None)
+        if h is not None:
+            h.node.holders.pop(fh, None)
 
 
 class _Operations(pyfuse3.Operations):
@@ -510,22 +588,23 @@ class _Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EACCES)
-        # Render once per open: partial reads then see one consistent snapshot.
-        content = self._v._content_for_open(node, ctx.pid)
-        fh = next(self._v._handles)
-        self._v._open_files[fh] = content
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        # direct_io: read(2) bypasses the page cache and i_size (the reply's length is the
+        # end of file); keep_cache off: pages a sendfile reader filled are dropped.
+        return pyfuse3.FileInfo(fh=self._v._open(node, ctx.pid), direct_io=True,
+                                keep_cache=False)
 
     @_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        content = self._v._open_files.get(fh)
-        if content is None:
-            raise pyfuse3.FUSEError(errno.EBADF)
-        return content[off : off + size]
+        return self._v._read(fh, off, size)
+
+    @_handler
+    async def flush(self, fh: int) -> None:
+        # ENOSYS once and the kernel stops sending FLUSH on every close (one round trip).
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @_handler
     async def release(self, fh: int) -> None:
-        self._v._open_files.pop(fh, None)
+        self._v._release(fh)
 
     @_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -95,7 +95,7 @@ def _exec_popen(containerd, cid: str, eid: str, script: str) -> subprocess.Popen
 
 
 def test_every_read_is_one_whole_rendering(containerd, busybox_rootfs, cid):
-    rounds = int(os.environ.get("VIEW_INTEGRITY_ROUNDS", "12"))
+    rounds = int(os.environ.get("VIEW_INTEGRITY_ROUNDS", "25"))
     r = containerd.run_detached(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/sleep", "1000",
                                 ctr_args=("--memory-limit", str(LIMIT), "--cpus", "1"))
     assert r.returncode == 0, r.stderr

@@ -147,7 +147,10 @@ async def test_errors(view: View, memcg: str) -> None:
 
     for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC):
         assert await anyio.to_thread.run_sync(open_for_write, flags) == errno.EACCES
-    assert not await anyio.to_thread.run_sync(os.access, target, os.W_OK)
+    # default_permissions: the kernel answers access() from the mode, as procfs does (root
+    # may "write" /proc/loadavg by access(), the open for writing still fails)
+    assert (await anyio.to_thread.run_sync(os.access, target, os.W_OK)
+            == os.access("/proc/loadavg", os.W_OK))
     assert await anyio.to_thread.run_sync(os.access, target, os.R_OK)
     res = await anyio.run_process(["mkdir", str(view.mountpoint / "c1/x")], check=False)
     assert res.returncode != 0
@@ -291,32 +294,54 @@ def test_pyfuse3_without_trio() -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_concurrent_readers_share_a_rendering_within_the_window(tmp_path, monkeypatch):
-    """Readers opening within SHARE_WINDOW share one rendering; later ones get a fresh one,
-    and renderings made before set_init_pid (runc create) are never shared."""
+def test_publication_rules(tmp_path, monkeypatch):
+    """The size the kernel holds (the publication) changes only when that cannot cut or pad a
+    reader: same-length renderings replace it after SHARE_WINDOW, another length only when no
+    handle reads it (GRACE) and no size reply went out within SETTLE. Handles read one
+    snapshot per pass; a new pass from offset 0 is a private fresh rendering."""
     import procfs.view as view_mod
 
     fixtures = Path(__file__).parent / "fixtures" / "cgroup_v2"
     v = View(tmp_path / "mnt", hierarchies=Hierarchies(v2=fixtures))
     v.add("ctr", "kubepods-pod1.slice:cri-containerd:abc")
-    calls: list[int | None] = []
+    renders: list[bytes] = []
+    queue = [b"a 1\n", b"a 2\n", b"a 33\n", b"a 44\n", b"a 555\n", b"a 6\n", b"a 7777\n"]
 
     def producer(container, caller):
-        calls.append(caller)
-        return b"rendering %d\n" % len(calls)
+        renders.append(queue.pop(0))
+        return renders[-1]
 
     monkeypatch.setitem(view_mod.PRODUCERS, "/proc/meminfo", producer)
     node = next(n for n in v._nodes.values() if n.file == "/proc/meminfo")
     clock = [1000.0]
     monkeypatch.setattr(view_mod.time, "monotonic", lambda: clock[0])
 
-    # during runc create (no init pid yet): every open renders
-    assert v._content_for_open(node, 11) == b"rendering 1\n"
-    assert v._content_for_open(node, 12) == b"rendering 2\n"
-    v._containers["ctr"].init_pid = os.getpid()
-    assert v._content_for_open(node, 13) == b"rendering 3\n"
-    clock[0] += view_mod.SHARE_WINDOW / 2
-    assert v._content_for_open(node, 14) == b"rendering 3\n"  # another reader, shared
-    clock[0] += view_mod.SHARE_WINDOW
-    assert v._content_for_open(node, 15) == b"rendering 4\n"  # window over: fresh
-    assert calls == [11, 12, 13, 15]
+    def later(dt: float) -> None:
+        clock[0] += dt + 1e-6
+
+    assert v._size(node, 11) == 4  # first sizing publishes "a 1"
+    assert v._size(node, 12) == 4 and len(renders) == 1  # within SHARE_WINDOW: shared
+    later(view_mod.SHARE_WINDOW)
+    assert v._publish(node) == b"a 2\n"  # same length: replaced at once
+    fh = v._open(node, 13)
+    assert v._read(fh, 0, 2) == b"a "
+    later(max(view_mod.SHARE_WINDOW, view_mod.SETTLE))
+    assert v._publish(node) == b"a 2\n"  # "a 33" would change the length under the reader
+    assert v._read(fh, 2, 100) == b"2\n"  # the reader's pass stays whole
+    v._release(fh)
+    later(view_mod.SETTLE)
+    assert v._publish(node) == b"a 44\n"  # nobody reads it: the new length is published
+    later(view_mod.SHARE_WINDOW * 0.8)
+    assert v._size(node) == 5  # shared, and a size reply goes out
+    later(view_mod.SHARE_WINDOW * 0.4)
+    assert v._size(node) == 5  # that reply is recent: "a 555" must wait (SETTLE)
+    fh = v._open(node, 14)
+    later(view_mod.GRACE)
+    assert v._publish(node) == b"a 6\n"  # an idle handle holds nothing after GRACE
+    assert v._read(fh, 0, 100) == b"a 6\n"  # its first read takes the current length
+    assert v._read(fh, 0, 100) == b"a 6\n"  # page cache refilled in the same pass: same
+    later(view_mod.REREAD_AFTER)
+    assert v._read(fh, 0, 100) == b"a 7777\n"  # a new pass: fresh, private
+    assert node.content == b"a 6\n"
+    v._release(fh)
+    assert not node.holders and not v._open_files
