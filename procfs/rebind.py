@@ -1,24 +1,31 @@
-"""Put a remounted view back under a running container's /proc files.
+"""Put a remounted view back under a running container's /proc files, without a gap.
 
 After the FUSE session dies, every bind in the container points at the dead connection
 (``Transport endpoint is not connected``). The fix must happen inside the container's mount
-namespace, where the host path of the view is not visible. So a helper process (the shim's
-event loop serves the FUSE requests the helper triggers, and setns needs a single-threaded
-process) does, per container:
+namespace, where the host path of the view is not visible. So a helper thread of the shim
+(the event loop keeps serving the FUSE lookups the thread triggers; with its own fs_struct a
+single thread may enter another mount namespace) does, per container:
 
 1. ``open_tree(OPEN_TREE_CLONE)`` on each new view file, in the host namespace;
 2. ``setns`` into the init's mount namespace;
-3. for each target whose current top mount is a FUSE mount: lazy-unmount the stale FUSE
-   mounts stacked there, then ``move_mount`` the clone onto it (ro, nosuid, nodev, noexec).
+3. for each target whose current top mount is a FUSE mount: ``move_mount`` the clone
+   *beneath* the stale mount (Linux >= 6.5), then lazily unmount the stale one above it. The
+   path always has a view mount on top -- the dead one (reads fail) or the new one -- never
+   the container's own procfs file (the host's numbers). Where mounting beneath is refused
+   (a locked mount in a user namespace, an older kernel) the stale mounts are unmounted
+   first and the clone attached after: two syscalls during which the procfs file shows.
 
-Run as ``python -m procfs.rebind <pid> <source> <target> [<source> <target> ...]``.
+Also runnable as ``python -m procfs.rebind <pid> <source> <target> [...]`` (for debugging).
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 import os
 import sys
+import threading
 from collections.abc import Mapping
 
 import anyio
@@ -26,6 +33,7 @@ import anyio
 from procfs import mounts
 
 log = logging.getLogger(__name__)
+
 
 #: A helper that has not finished by then is killed: its FUSE lookups are answered by the
 #: shim's loop, the rest are local syscalls.
@@ -48,23 +56,41 @@ def _fuse_mounts_at(pid: int, target: str) -> int:
 
 
 def rebind_here(pid: int, pairs: list[tuple[str, str]]) -> list[str]:
-    """Helper-side work; returns the targets re-bound."""
-    trees = [(mounts.open_tree_clone(src), target) for src, target in pairs]
-    for fd, _ in trees:
-        mounts.set_read_only(fd)
-    stale_at = {target: _fuse_mounts_at(pid, target) for _, target in trees}
-    ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    mounts.setns_mnt(ns)
-    done = []
-    for fd, target in trees:
-        stale = stale_at[target]
-        if not stale:
-            continue  # never bound here (the user's own mount, or skipped): leave it
-        for _ in range(stale):
-            mounts.umount(target)
-        mounts.attach(fd, target)
-        done.append(target)
-    return done
+    """Helper-side work; returns the targets re-bound ("<target>!" where a gap was left).
+
+    Enters ``pid``'s mount namespace for good: run it in a process or thread of its own."""
+    trees: list[tuple[int, str]] = []
+    ns = -1
+    try:
+        for src, target in pairs:
+            trees.append((mounts.open_tree_clone(src), target))
+            mounts.set_read_only(trees[-1][0])
+        stale_at = {target: _fuse_mounts_at(pid, target) for _, target in trees}
+        ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        mounts.setns_mnt(ns)
+        done = []
+        for fd, target in trees:
+            stale = stale_at[target]
+            if not stale:
+                continue  # never bound here (the user's own mount, or skipped): leave it
+            try:
+                mounts.attach(fd, target, beneath=True)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EPERM):
+                    raise
+                for _ in range(stale):
+                    mounts.umount(target)
+                mounts.attach(fd, target)
+                done.append(target + "!")
+                continue
+            mounts.umount(target)  # the stale one on top; any older ones stay covered below
+            done.append(target)
+        return done
+    finally:
+        for fd, _ in trees:
+            os.close(fd)
+        if ns >= 0:
+            os.close(ns)
 
 
 def main(argv: list[str]) -> int:
@@ -79,18 +105,45 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _in_thread(pid: int, pairs: list[tuple[str, str]]) -> list[str]:
+    """Thread-side work: a private fs_struct lets this thread alone enter the container's
+    mount namespace (setns refuses a shared one); the thread ends there, never reused."""
+    mounts.unshare_fs()
+    return rebind_here(pid, pairs)
+
+
 async def rebind(pid: int, files: Mapping[str, str]) -> list[str]:
-    """Re-bind ``files`` (container target → host source) inside ``pid``'s mount namespace."""
-    args = [str(pid)]
-    for target, source in files.items():
-        args += [source, target]
+    """Re-bind ``files`` (container target → host source) inside ``pid``'s mount namespace.
+
+    Done by a dedicated thread of the shim: its FUSE lookups are answered by the event loop
+    meanwhile, and no process has to be started and scheduled (a fork or an interpreter costs
+    milliseconds to tens of milliseconds on a loaded node, all of them failed reads).
+    """
+    pairs = [(source, target) for target, source in files.items()]
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[list[str]] = loop.create_future()
+
+    def work() -> None:
+        try:
+            result = _in_thread(pid, pairs)
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=work, name=f"rebind-{pid}", daemon=True).start()
     with anyio.fail_after(TIMEOUT):
-        result = await anyio.run_process(
-            [sys.executable, "-m", "procfs.rebind", *args], check=False
-        )
-    if result.returncode != 0:
-        raise OSError(result.stderr.decode(errors="replace").strip() or "rebind failed")
-    return result.stdout.decode().split()
+        return await done
+
+
+def _settle(fut: asyncio.Future[list[str]], result: list[str] | None,
+            exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc if isinstance(exc, OSError) else OSError(str(exc)))
+    else:
+        fut.set_result(result or [])
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _session_owner: View | None = None
 
 
+
 class ViewLost(RuntimeError):
     """The FUSE session ended without being asked to (e.g. unmounted from outside)."""
 
@@ -164,6 +165,7 @@ class View:
         self._open_files: dict[int, _Handle] = {}
         self._open_dirs: dict[int, list[tuple[bytes, int]]] = {}
         self._started_ns = time.time_ns()
+        self._session_started = time.monotonic()
         self._ready: anyio.Event | None = None
         self._stopping = False
         self._lost = False
@@ -276,6 +278,7 @@ class View:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._sample_loads)
                 on_ready: Callable[[], None] = task_status.started
+                quick = 0  # sessions in a row that died within 50 ms of starting
                 while True:
                     try:
                         await self._session(on_ready)
@@ -285,7 +288,11 @@ class View:
                         self.remounts += 1
                         log.error("procfs view: %s; mounting a new session (#%d)",
                                   exc, self.remounts)
-                        await anyio.sleep(min(0.05 * self.remounts, 1.0))
+                        # at once: every ms here is a ms of failed reads in the containers;
+                        # back off only if sessions keep dying right after they start
+                        lived = time.monotonic() - self._session_started
+                        quick = quick + 1 if lived < 0.05 else 0
+                        await anyio.sleep(min(0.05 * quick, 1.0))
                         on_ready = functools.partial(tg.start_soon, self._rebind_all)
         finally:
             with anyio.CancelScope(shield=True):
@@ -301,6 +308,7 @@ class View:
         self._stopping = False
         self._lost = False
         self._ready = anyio.Event()
+        self._session_started = time.monotonic()
         mounted = False
         try:
             self._mountpoint.mkdir(mode=0o755, parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -129,3 +130,63 @@ def test_every_read_is_one_whole_rendering(containerd, busybox_rootfs, cid):
         f"{f} {m} {why} x{n} (e.g. {examples[(f, m, why)]!r})"
         for (f, m, why), n in bad.most_common())
     assert min(count.values()) >= READERS * rounds * 3
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+FUSECTL = "/sys/fs/fuse/connections"
+
+
+def _fuse_conn_of(pid: int, target: str) -> str:
+    found = ""
+    with open(f"/proc/{pid}/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == target and " - fuse" in line:
+                found = fields[2].split(":")[1]
+    return found
+
+
+def test_recovery_never_shows_host_values(containerd, busybox_rootfs, cid, tmp_path):
+    """Abort the view's FUSE connection 5 times under a reader polling every 1 ms: reads
+    fail for a moment, then show the container's values again -- never the host's (the
+    container's own procfs file under the bind)."""
+    poller = tmp_path / "vpoll"
+    src = os.path.join(os.path.dirname(__file__), "..", "bench", "poller.c")
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(poller), src], check=True)
+    r = containerd.run_detached(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/sleep", "1000",
+                                ctr_args=("--memory-limit", str(LIMIT)))
+    assert r.returncode == 0, r.stderr
+    ctl = FUSECTL
+    own_ctl = not os.path.exists(f"{FUSECTL}/") or not os.listdir(FUSECTL)
+    if own_ctl:
+        ctl = str(tmp_path / "fusectl")
+        os.mkdir(ctl)
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", ctl], check=True)
+    try:
+        assert containerd.wait_status(cid, "RUNNING", timeout=20), containerd.tasks()
+        pid = containerd.tasks()[cid][0]
+        path = f"/proc/{pid}/root/proc/meminfo"
+        with open(path) as f:
+            first = f.readline().rstrip("\n")
+        assert first.split()[1] == str(LIMIT // 1024), first
+        poll = subprocess.Popen([str(poller), path, first, "5", "1000"], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+        for _ in range(5):
+            with open(f"{ctl}/{_fuse_conn_of(pid, '/proc/meminfo')}/abort", "w") as f:
+                f.write("1")
+            time.sleep(0.6)
+        out, err = poll.communicate(timeout=30)
+    finally:
+        containerd.force_remove(cid)
+        if own_ctl:
+            subprocess.run(["umount", ctl], check=False)
+    assert poll.returncode == 0, err
+    classes = [ln.split()[1] for ln in out.splitlines() if not ln.startswith("end")]
+    *_, host, fail = out.splitlines()[-1].split()
+    print(out)
+    assert int(host) == 0, f"host values shown through:\n{out}"
+    assert int(fail) > 0, "no abort seen by the poller"
+    assert classes[-1] == "ok" and classes.count("fail") >= 5, out
