@@ -132,6 +132,46 @@ async def test_partial_reads_see_one_snapshot(view: View, memcg: str) -> None:
     assert content.endswith(b" kB\n")
 
 
+async def test_growing_rendering_is_never_cut(view: View, memcg: str, monkeypatch) -> None:
+    """The kernel's sendfile reads a FUSE file through its page cache up to the size it
+    holds: a rendering longer than the last stat's must still come out whole, for sendfile,
+    read(2) and coreutils tail (which seeks from st_size)."""
+    import procfs.view as view_mod
+
+    target = view.add("grow", memcg)["/proc/meminfo"]
+    renders = [0]
+
+    def producer(container, caller):
+        renders[0] += 1
+        return b"line\n" * 3 + b"x" * renders[0] + b"\n"
+
+    monkeypatch.setitem(view_mod.PRODUCERS, "/proc/meminfo", producer)
+
+    def by_sendfile() -> bytes:
+        fd = os.open(target, os.O_RDONLY)
+        r, w = os.pipe()
+        out = b""
+        try:
+            while os.sendfile(w, fd, None, 65536) > 0:
+                out += os.read(r, 65536)
+        finally:
+            for x in (fd, r, w):
+                os.close(x)
+        return out
+
+    def whole(out: bytes) -> bool:
+        return out.startswith(b"line\n" * 3) and out.endswith(b"\n") and b"\0" not in out
+
+    for _ in range(30):
+        await anyio.to_thread.run_sync(os.stat, target)  # the size of this rendering...
+        await anyio.sleep(view_mod.SHARE_WINDOW * 1.5)  # ...and the next one is longer
+        out = await anyio.to_thread.run_sync(by_sendfile)
+        assert whole(out), out
+        tail = await anyio.run_process(["tail", "-n1", target])
+        assert tail.stdout.startswith(b"x") and tail.stdout.endswith(b"\n"), tail.stdout
+        assert whole((await cat(target)).stdout)
+
+
 async def test_errors(view: View, memcg: str) -> None:
     target = view.add("c1", memcg)["/proc/meminfo"]
     for missing in ("c1/proc/nope", "c2/proc/meminfo", "c1/nope"):
