@@ -233,6 +233,10 @@ class View:
             node = self._nodes.get(inode)
             if node is not None:
                 node.sized_at, node.forced = float("-inf"), True
+                if node.file is not None and _session_owner is self and self._ready_set():
+                    # the kernel refetches the size on the next open (no wait for a tick)
+                    with contextlib.suppress(OSError):
+                        pyfuse3.invalidate_inode(inode, attr_only=True)
         self._sample(c)
         return c.ref
 
@@ -403,6 +407,9 @@ class View:
             await anyio.sleep(LOAD_INTERVAL)
             for c in list(self._containers.values()):
                 self._sample(c)
+
+    def _ready_set(self) -> bool:
+        return self._ready is not None and self._ready.is_set() and not self._lost
 
     def _kernel_ready(self) -> None:
         if self._ready is not None:
