@@ -27,13 +27,15 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import anyio
 
 from procfs import mounts
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 #: A helper that has not finished by then is killed: its FUSE lookups are answered by the
@@ -143,44 +145,96 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _in_thread(pid: int, pairs: list[tuple[str, str]]) -> list[str]:
-    """Thread-side work: with a private fs_struct (rebind_here takes one) this thread alone
-    enters the container's mount namespace; it ends there, never reused."""
-    return rebind_here(pid, pairs)
+def _replace(fd: int, target: str, stale: int) -> str:
+    """Put one clone in place of the stale bind at ``target`` (in the entered namespace)."""
+    try:
+        mounts.attach(fd, target, beneath=True)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EPERM):
+            raise
+        for _ in range(stale):
+            mounts.umount(target)
+        mounts.attach(fd, target)
+        return target + "!"
+    mounts.umount(target)  # the stale one on top; any older ones stay covered below
+    return target
+
+
+class _Workers:
+    """Threads kept ready for the next recovery (creating them is on the critical path).
+
+    A worker entering a container's mount namespace does it with its own fs_struct and
+    returns to the shim's namespace afterwards, so any worker can take any task. Each
+    replacement runs in its own worker: the lazy unmounts then wait for their RCU grace
+    periods together instead of one after another."""
+
+    SIZE = 10  # the nine files of one container at once, and one more
+
+    def __init__(self) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(self.SIZE, "procfs-rebind")
+        self.home = os.open("/proc/thread-self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        barrier = threading.Barrier(self.SIZE)
+        for _ in range(self.SIZE):  # start them all now
+            self.pool.submit(barrier.wait, 5.0)
+
+    def replace_in(self, ns: int, fd: int, target: str, stale: int) -> str:
+        mounts.unshare_fs()
+        mounts.setns_mnt(ns)
+        try:
+            return _replace(fd, target, stale)
+        finally:
+            mounts.setns_mnt(self.home)
+
+
+_workers: _Workers | None = None
+
+
+def warm() -> None:
+    """Start the re-bind threads ahead of need (the view calls this once it is mounted)."""
+    global _workers
+    if _workers is None:
+        _workers = _Workers()
 
 
 async def rebind(pid: int, files: Mapping[str, str]) -> list[str]:
     """Re-bind ``files`` (container target → host source) inside ``pid``'s mount namespace.
 
-    Done by a dedicated thread of the shim: its FUSE lookups are answered by the event loop
-    meanwhile, and no process has to be started and scheduled (a fork or an interpreter costs
-    milliseconds to tens of milliseconds on a loaded node, all of them failed reads).
+    Done by threads of the shim while the event loop answers their FUSE lookups: no process
+    has to be started and scheduled (a fork or an interpreter costs milliseconds to tens of
+    milliseconds on a loaded node, all of them failed reads in the container). Clones are
+    made in parallel, then every target is replaced in parallel.
     """
-    pairs = [(source, target) for target, source in files.items()]
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[list[str]] = loop.create_future()
+    warm()
+    assert _workers is not None
+    pool = _workers.pool
 
-    def work() -> None:
-        try:
-            result = _in_thread(pid, pairs)
-        except BaseException as exc:  # handed to the awaiting task
-            loop.call_soon_threadsafe(_settle, done, None, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, result, None)
+    async def run(fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.wrap_future(pool.submit(fn, *args))
 
-    threading.Thread(target=work, name=f"rebind-{pid}", daemon=True).start()
     with anyio.fail_after(TIMEOUT):
-        return await done
-
-
-def _settle(fut: asyncio.Future[list[str]], result: list[str] | None,
-            exc: BaseException | None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc if isinstance(exc, OSError) else OSError(str(exc)))
-    else:
-        fut.set_result(result or [])
+        results = await asyncio.gather(*(run(_clone, src) for src in files.values()),
+                                       return_exceptions=True)
+        trees = [(fd, target) for fd, target in zip(results, files, strict=True)
+                 if isinstance(fd, int)]
+        ns = -1
+        try:
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+            ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            stale_at = {target: _fuse_mounts_at(pid, target) for _, target in trees}
+            jobs = [run(_workers.replace_in, ns, fd, target, stale_at[target])
+                    for fd, target in trees if stale_at[target]]
+            done = await asyncio.gather(*jobs, return_exceptions=True)
+        finally:
+            for fd, _ in trees:
+                os.close(fd)
+            if ns >= 0:
+                os.close(ns)
+    errors = [r for r in done if isinstance(r, BaseException)]
+    if errors:
+        raise errors[0] if isinstance(errors[0], OSError) else OSError(str(errors[0]))
+    return list(done)
 
 
 if __name__ == "__main__":

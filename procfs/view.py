@@ -281,6 +281,7 @@ class View:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._sample_loads)
+                tg.start_soon(self._warm_rebind)
                 on_ready: Callable[[], None] = task_status.started
                 quick = 0  # sessions in a row that died within 50 ms of starting
                 while True:
@@ -377,8 +378,14 @@ class View:
         # A worker busy with a request sees the exit flag when it is done (procfs.fuseloop).
         pyfuse3.terminate()
 
+    async def _warm_rebind(self) -> None:
+        """Start the re-bind threads once the shim is past its start-up (off the critical
+        path of container creation): recovery then starts no thread."""
+        await anyio.sleep(1.0)
+        rebind.warm()
+
     async def _rebind_all(self) -> None:
-        """Give every running container the new session (one helper process each)."""
+        """Give every running container the new session (procfs.rebind, per container)."""
         for c in list(self._containers.values()):
             if c.init_pid is None or not c.files:
                 continue
