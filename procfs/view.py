@@ -92,6 +92,7 @@ class _Node:
     content: bytes = b""  # the publication: what the kernel was told the size of (files)
     sized_at: float = float("-inf")  # time.monotonic() of that render
     reported_at: float = float("-inf")  # last GETATTR/LOOKUP reply carrying its size
+    tried_at: float = float("-inf")  # last rendering made for it (published or held back)
     forced: bool = True  # publish the next rendering whatever its length (nothing read yet)
     holders: dict[int, _Handle] = field(default_factory=dict)  # open handles on this file
 
@@ -232,7 +233,8 @@ class View:
         for inode in c.inodes:  # renderings made during runc create predate the limits
             node = self._nodes.get(inode)
             if node is not None:
-                node.sized_at, node.forced = float("-inf"), True
+                node.sized_at = node.tried_at = float("-inf")
+                node.forced = True
                 if node.file is not None and _session_owner is self and self._ready_set():
                     # the kernel refetches the size on the next open (no wait for a tick)
                     with contextlib.suppress(OSError):
@@ -471,7 +473,8 @@ class View:
         yet while runc stats the bind source) keeps the old publication.
         """
         now = time.monotonic()
-        if now - node.sized_at >= SHARE_WINDOW:
+        if now - max(node.sized_at, node.tried_at) >= SHARE_WINDOW:
+            node.tried_at = now  # a held-back rendering is not redone in every request
             try:
                 fresh = self._render(node, caller)
             except pyfuse3.FUSEError:
