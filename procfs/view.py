@@ -50,9 +50,11 @@ _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}")
 #: Kernel cache lifetime (s) of directory entries, as lxcfs: short so a removed container
 #: disappears quickly (only host-side path walks look names up; a bind is never looked up).
 _TIMEOUT = 0.5
-#: Attribute lifetime: 0, so with ``default_permissions`` every open first asks for the size
-#: (GETATTR from the opener), and the kernel's i_size is always the current publication's.
-_ATTR_TIMEOUT = 0.0
+#: Attribute lifetime: 1 ms, i.e. one kernel tick (0 would mean a GETATTR before every
+#: open). With ``default_permissions`` the first open of a tick asks for the size (GETATTR
+#: from the opener); the kernel's i_size is always the current publication's, which changes
+#: only in those replies.
+_ATTR_TIMEOUT = 0.001
 #: Readers within this window share one rendering (the view's freshness bound): a burst of
 #: concurrent readers costs one render instead of one each.
 SHARE_WINDOW = 0.005
