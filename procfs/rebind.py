@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -43,18 +44,18 @@ T = TypeVar("T")
 TIMEOUT = 10.0
 
 
-def _fuse_mounts_at(pid: int, target: str) -> int:
-    """How many FUSE mounts are stacked at ``target`` in ``pid``'s mount namespace.
+def _fuse_mounts(pid: int) -> Counter[str]:
+    """How many FUSE mounts are stacked at each mount point of ``pid``'s mount namespace.
 
     Read from the host's /proc before entering: inside, /proc is the container's procfs,
     where this helper (another pid namespace) has no /proc/self."""
-    count = 0
+    count: Counter[str] = Counter()
     with open(f"/proc/{pid}/mountinfo") as f:
         for line in f:
             pre, _, post = line.partition(" - ")
             fields = pre.split()
-            if len(fields) > 4 and fields[4] == target and post.startswith("fuse"):
-                count += 1
+            if len(fields) > 4 and post.startswith("fuse"):
+                count[fields[4]] += 1
     return count
 
 
@@ -102,7 +103,7 @@ def rebind_here(pid: int, pairs: list[tuple[str, str]]) -> list[str]:
     ns = -1
     try:
         trees += _clone_all(pairs)
-        stale_at = {target: _fuse_mounts_at(pid, target) for _, target in trees}
+        stale_at = _fuse_mounts(pid)
         ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         # Our own fs_struct, only now: the clone threads shared the process's, and a thread
         # that was joined may not have left the kernel yet (setns wants no other user).
@@ -222,7 +223,7 @@ async def rebind(pid: int, files: Mapping[str, str]) -> list[str]:
             if errors:
                 raise errors[0]
             ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-            stale_at = {target: _fuse_mounts_at(pid, target) for _, target in trees}
+            stale_at = _fuse_mounts(pid)
             jobs = [run(_workers.replace_in, ns, fd, target, stale_at[target])
                     for fd, target in trees if stale_at[target]]
             done = await asyncio.gather(*jobs, return_exceptions=True)
