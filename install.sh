@@ -5,13 +5,13 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: sudo ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
-       sudo ./install.sh --containerd-config-only | --uninstall [options]
+Usage: ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
+       ./install.sh --containerd-config-only | --uninstall [options]
        install.sh --node [--uninstall] [--restart-containerd]   (node installer DaemonSet)
 
 Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
   1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
-     python3-venv python3-dev busybox-static lxcfs; with --test also: criu
+     python3-venv python3-dev busybox-static lxcfs; with --test also: criu libc6-dev
   2. a venv at $PREFIX (default /opt/containerd-shim-lxcfs) made with /usr/bin/python3,
      with this directory's package installed into it (non-editable)
   3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
@@ -97,7 +97,8 @@ APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv pyt
   busybox-static lxcfs)
 # Programs only the test suite and the benches call (--test installs them too; the suite's
 # tests/test_install_provides.py checks that every program they run is installed by this file).
-TEST_APT_PACKAGES=(criu)
+# libc6-dev: libc.a for the `gcc -static` helpers the tests and benches build into the rootfs
+TEST_APT_PACKAGES=(criu libc6-dev)
 SUMMARY=()
 CLEANUP=()
 cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }
@@ -108,7 +109,7 @@ info() { printf '    %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 host() { ${HOST[@]+"${HOST[@]}"} "$@"; }
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0 $*)"
+[[ $(id -u) -eq 0 ]] || die "must run as root (a root shell: Debian ships no sudo by default)"
 ((NODE)) || [[ -r /etc/debian_version ]] || info "warning: not Debian; only Debian 12 is tested"
 
 # ------------------------------------------------------------------ 1. apt packages
@@ -377,6 +378,20 @@ maybe_restart_containerd() {
   SUMMARY+=("system containerd: restarted")
 }
 
+# ------------------------------------------------------------------ 5. node check
+# What the node has and needs (shim/check.py), logged; a FAIL is reported, not fatal here: the
+# operator (or the DaemonSet's log reader) fixes the node and runs `$SHIM check` again.
+node_check() {
+  step "node check: $SHIM check"
+  local out rc=0
+  out="$(host env CONTAINERD="${CONTAINERD:-containerd}" "$PREFIX/bin/$SHIM" check 2>&1)" || rc=$?
+  printf '%s\n' "$out" | sed 's/^/    /'
+  local line
+  line="node check: $(printf '%s\n' "$out" | sed -n 's/^summary: //p')"
+  ((rc == 0)) || line+=" (exit $rc)"
+  SUMMARY+=("$line")
+}
+
 # ------------------------------------------------------------------ node mode (DaemonSet)
 install_payload() {
   step "bundle $PAYLOAD -> $PREFIX"
@@ -486,11 +501,12 @@ fi
 install_symlink
 configure_containerd
 maybe_restart_containerd
+node_check
 
 case "$MODE" in
   install)
     print_summary
-    ((NODE)) || printf '  next: sudo %s --demo   |   sudo %s --test\n' "$0" "$0"
+    ((NODE)) || printf '  next: %s --demo   |   %s --test\n' "$0" "$0"
     ;;
   demo)
     step "main job: $PREFIX/bin/python -m shim.demo ${EXTRA_ARGS[*]:-}"

@@ -244,6 +244,10 @@ class View:
         self._sample(c)
         return c.ref
 
+    def container(self, key: str) -> Container | None:
+        """The registered container ``key`` (its cgroup and load history), if any."""
+        return self._containers.get(key)
+
     def remove(self, key: str) -> None:
         """Forget a container. Open handles keep their content; new lookups get ENOENT."""
         container = self._containers.pop(key, None)

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from shim import mountutil, wire
 from shim.identity import (
     RUNC_ROOT,
+    SYSINFO_SOCKET,
     group_annotations,
     group_id,
     quietly,
@@ -46,6 +47,13 @@ def _runc_options(bundle: str) -> dict:
     except ValueError:
         return {}
     return options if isinstance(options, dict) else {}
+
+
+def _bound_socket(bundle: str) -> str:
+    """The socket `start` bound, from the `address` file it wrote (containerd 2.3+ may have
+    named another directory than the default); "" when there is none."""
+    address = _read(os.path.join(bundle, "address"))
+    return address.removeprefix("unix://") if address.startswith("unix:///") else ""
 
 
 def _log(message: str) -> None:
@@ -83,7 +91,7 @@ def delete(args: SimpleNamespace) -> int:
 
     if args.address and args.namespace and args.id:
         group = group_id(args.id, group_annotations(bundle))
-        sock = socket_path(args.address, args.namespace, group)
+        sock = _bound_socket(bundle) or socket_path(args.address, args.namespace, group)
         if not shim_alive(sock, 0.2):
             # the shim died: its FUSE view and socket are ours to remove
             state = state_dir(args.address, args.namespace, group)
@@ -95,6 +103,7 @@ def delete(args: SimpleNamespace) -> int:
                 except OSError as e:
                     _log(str(e))
             quietly(os.unlink, os.path.join(state, "task-api"))  # shim/config.py's record
+            quietly(os.unlink, os.path.join(state, SYSINFO_SOCKET))  # a killed shim's listener
             for leftover in (view, state):  # rmdir, never a recursive walk into a mount
                 quietly(os.rmdir, leftover)
             quietly(os.unlink, sock)

@@ -26,6 +26,7 @@ from shim.events import Publisher
 from shim.identity import socket_path, state_dir
 from shim.reaper import Reaper, become_subreaper
 from shim.service import TaskService
+from shim.sysinfo_notify import SysinfoNotifier
 from shim.transport import task_methods, task_services
 from shim.ttrpc.server import TtrpcServer
 
@@ -46,7 +47,11 @@ def _listener(args: SimpleNamespace, fd: int | None) -> tuple[socket.socket, str
         sock.listen(128)
         return sock, path
     sock = socket.socket(fileno=3 if fd is None else fd)
-    return sock, socket_path(args.address, args.namespace, args.group or args.id)
+    # where `start` bound it (containerd 2.3+ may name the directory): the name says
+    path = sock.getsockname()
+    if not isinstance(path, str) or not path:
+        path = socket_path(args.address, args.namespace, args.group or args.id)
+    return sock, path
 
 
 async def _serve(args: SimpleNamespace, listener: int | None = None,
@@ -68,8 +73,11 @@ async def _serve(args: SimpleNamespace, listener: int | None = None,
             await tg.start(view.run)
             trace.mark("serve: view mounted")
             await tg.start(publisher.run)
+            sysinfo = SysinfoNotifier(state, view)
+            await tg.start(sysinfo.run)
             service = TaskService(namespace=args.namespace, reaper=reaper, view=view,
-                                  publisher=publisher, task_group=tg, on_idle=idle.set)
+                                  publisher=publisher, task_group=tg, on_idle=idle.set,
+                                  sysinfo=sysinfo)
             await tg.start(_task_server(args.task_api, service), sock)
             trace.mark("serve: accepting")
             tg.start_soon(_on_signals, idle)

@@ -24,6 +24,8 @@ SHIM_NAME = "containerd-shim-lxcfs-v2"
 SOCKET_DIR = "/run/containerd/s"
 #: Per-shim state (the FUSE mountpoint lives below it).
 STATE_DIR = "/run/containerd-shim-lxcfs"
+#: In the state dir: where runc hands over seccomp notify fds (shim/sysinfo_notify.py).
+SYSINFO_SOCKET = "sysinfo.sock"
 #: Default runc state root; the namespace is appended (as containerd-shim-runc-v2 does).
 RUNC_ROOT = "/run/containerd/runc"
 
@@ -71,8 +73,10 @@ def shim_hash(address: str, namespace: str, group: str) -> str:
     return sha256(os.path.join(address, namespace, group).encode()).hexdigest()
 
 
-def socket_path(address: str, namespace: str, group: str) -> str:
-    return os.path.join(SOCKET_DIR, shim_hash(address, namespace, group))
+def socket_path(address: str, namespace: str, group: str, directory: str = "") -> str:
+    """The group's shim socket: in `directory` when containerd 2.3+ names one (its
+    `socket_dir`, e.g. for a rootless containerd), else the Go shims' fixed directory."""
+    return os.path.join(directory or SOCKET_DIR, shim_hash(address, namespace, group))
 
 
 def state_dir(address: str, namespace: str, group: str) -> str:

@@ -4,8 +4,9 @@ containerd reads stdout and stderr *together* and waits for both to close, so th
 nothing but the address and the daemon gets /dev/null for its stdio (it logs to the bundle's
 `log` fifo). Stdlib only: this runs once per container on the create path.
 
-What it prints depends on the task API the operator chose (shim/config.py): the plain
-address by default, bootstrap JSON for containerd 2.x's v3 ttrpc or gRPC on request.
+stdin is containerd 2.3+'s BootstrapParams or an older containerd's options Any
+(shim/bootstrap.py); the answer is a BootstrapResult for the former, the plain address or
+bootstrap JSON for the latter, for the task API shim/config.py picks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 from types import SimpleNamespace
 
-from shim import config, shimcgroup, trace
+from shim import bootstrap, config, shimcgroup, startlog, trace
 from shim.identity import (
     SHIM_NAME,
     group_annotations,
@@ -160,18 +161,29 @@ def start(args: SimpleNamespace) -> int:
         return 2
     bundle = os.getcwd()
     try:
-        raw_options = config.read_stdin_options()
-        mode = config.resolve(raw_options, os.environ)
-    except config.ConfigError as e:
+        given = bootstrap.parse(config.read_stdin(), args.id, args.namespace)
+        mode, note = config.resolve(given.options, os.environ, bootstrap=given.bootstrap,
+                                    containerd_version=given.containerd_version)
+        cgroup = str(given.options.get("shim_cgroup", ""))
+        if cgroup:
+            shimcgroup.check(cgroup)
+    except (ValueError, OSError) as e:  # ConfigError, StartInputError, a missing cgroup
         print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
         return 1
+    _warn(bundle, args, given, note)
+    if given.ttrpc_address:  # the serving process publishes events there
+        os.environ["TTRPC_ADDRESS"] = given.ttrpc_address
     group = group_id(args.id, group_annotations(bundle))
-    path = socket_path(args.address, args.namespace, group)
+    path = socket_path(args.address, args.namespace, group, given.socket_dir)
     state = state_dir(args.address, args.namespace, group)
-    sock = _bind(path)
+    try:
+        sock = _bind(path)
+    except OSError as e:  # e.g. a socket_dir too long for AF_UNIX: one line, not a traceback
+        print(f"{SHIM_NAME} start: socket {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
     if sock is None:
         # The group's shim already runs: print what *it* serves, whatever the setting is now.
-        _answer(bundle, config.read_record(state) or config.V2, path)
+        _answer(bundle, config.read_record(state) or config.V2, path, given.bootstrap)
         return 0
     try:
         config.write_record(state, mode)
@@ -179,7 +191,7 @@ def start(args: SimpleNamespace) -> int:
                 "-group", group, "-task-api", mode]
         if args.publish_binary:
             argv += ["-publish-binary", args.publish_binary]
-        if args.debug:
+        if args.debug or given.debug:
             argv.append("-debug")
         trace.mark("start: socket bound")
         pid = _fork_from_zygote(argv, bundle, sock) or _exec_daemon(argv, bundle, sock)
@@ -188,7 +200,7 @@ def start(args: SimpleNamespace) -> int:
         raise
     finally:
         sock.close()
-    if cgroup := shimcgroup.from_options(raw_options):
+    if cgroup:
         try:
             shimcgroup.apply(pid, cgroup)
         except OSError as e:  # the Go shim fails start too
@@ -197,12 +209,20 @@ def start(args: SimpleNamespace) -> int:
             print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
             return 1
     _copy_oom_score(pid)
-    _answer(bundle, mode, path)
+    _answer(bundle, mode, path, given.bootstrap)
     trace.mark("start: address printed")
     return 0
 
 
-def _answer(bundle: str, mode: str, path: str) -> None:
+def _warn(bundle: str, args: SimpleNamespace, given: bootstrap.StartInput, note: str) -> None:
+    """What containerd should know but `start`'s answer cannot carry: into its log."""
+    for message in ([note] if note else []) + [
+            f"BootstrapParams extension {url!r} is not known to this shim: ignored"
+            for url in given.ignored]:
+        startlog.warn(bundle, message, args.namespace, args.id)
+
+
+def _answer(bundle: str, mode: str, path: str, bootstrapped: bool) -> None:
     """Write `<bundle>/address` where containerd may read it, and print the start output.
 
     containerd 1.6/1.7 reconnect after a restart from `address` (ttrpc); 2.x reads its own
@@ -211,4 +231,5 @@ def _answer(bundle: str, mode: str, path: str) -> None:
     """
     if mode != config.V3_GRPC:
         _write_address(bundle, "unix://" + path)
-    print(config.start_output(mode, path))
+    sys.stdout.buffer.write(config.start_output(mode, path, bootstrap=bootstrapped))
+    sys.stdout.flush()

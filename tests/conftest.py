@@ -53,7 +53,7 @@ def pytest_configure(config):
 def _require_e2e_prerequisites() -> None:
     problems = []
     if os.geteuid() != 0:
-        problems.append(f"e2e tests need root (euid={os.geteuid()}): sudo ./install.sh --test")
+        problems.append(f"e2e tests need root (euid={os.geteuid()}): ./install.sh --test as root")
     for tool, pkg in (("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc")):
         if shutil.which(tool) is None:
             problems.append(f"`{tool}` not on PATH: apt-get install {pkg} (install.sh does)")
