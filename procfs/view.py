@@ -50,11 +50,12 @@ _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}")
 #: Kernel cache lifetime (s) of directory entries, as lxcfs: short so a removed container
 #: disappears quickly (only host-side path walks look names up; a bind is never looked up).
 _TIMEOUT = 0.5
-#: Attribute lifetime: 1 ms, i.e. one kernel tick (0 would mean a GETATTR before every
-#: open). With ``default_permissions`` the first open of a tick asks for the size (GETATTR
-#: from the opener); the kernel's i_size is always the current publication's, which changes
-#: only in those replies.
-_ATTR_TIMEOUT = 0.001
+#: Attribute lifetime 0: with ``default_permissions`` every open first asks for the size
+#: (GETATTR from the opener), and the kernel's i_size is the current publication's. (One
+#: tick, i.e. a GETATTR per tick instead of per open, saved a round trip but let opens within
+#: the tick run on a size whose reply the kernel had ignored: the stress test saw reads
+#: spliced from two renderings.)
+_ATTR_TIMEOUT = 0.0
 #: Readers within this window share one rendering (the view's freshness bound): a burst of
 #: concurrent readers costs one render instead of one each.
 SHARE_WINDOW = 0.005
@@ -62,10 +63,11 @@ SHARE_WINDOW = 0.005
 #: went out this recently: a concurrent GETATTR sent before that reply was applied would have
 #: its own reply ignored by the kernel (stale attr_version) -- it must carry the same size.
 SETTLE = 0.005
-#: A handle reading the shared publication holds its length for this long after its last
-#: read (or until released): the time a sendfile reader may take between its page-cache
-#: fill and its last sendfile call. Long-lived handles re-read privately and hold nothing.
-GRACE = 1.0
+#: A handle reading the shared publication holds its length until released, or for this
+#: long after its last read: a sendfile reader may sit between its page-cache fill and its
+#: last sendfile call as long as its output pipe stays full (seen: over a second under load).
+#: Long-lived handles re-read privately after their first pass and then hold nothing.
+GRACE = 30.0
 #: A read from offset 0 starts a new pass with a fresh (private) rendering only when the
 #: handle's snapshot is older than this: the page cache may be dropped by another reader's
 #: open and refilled by this handle within one sendfile call, which must get the same bytes.
