@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 LIMIT = 256 * 1024 * 1024
 READERS = 8
 FILES = ["/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/meminfo", "/proc/swaps",
-         "/proc/cpuinfo", "/sys/devices/system/cpu/online"]
+         "/proc/cpuinfo", "/proc/vmstat", "/sys/devices/system/cpu/online"]
 # (/proc/diskstats is legitimately empty in a container that did no block IO.)
 #: Reader kinds; {f} is the file. Each prints the file's bytes exactly as read.
 METHODS = {
