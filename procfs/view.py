@@ -63,9 +63,11 @@ SHARE_WINDOW = 0.005
 #: went out this recently: a concurrent GETATTR sent before that reply was applied would have
 #: its own reply ignored by the kernel (stale attr_version) -- it must carry the same size.
 SETTLE = 0.005
-#: A handle reading the shared publication holds its length until released, or for this
-#: long after its last read: a sendfile reader may sit between its page-cache fill and its
-#: last sendfile call as long as its output pipe stays full (seen: over a second under load).
+#: A handle reading the shared publication holds its length until it reads the end (read(2)
+#: readers: an empty read), is released, or this long after its last read. A sendfile reader
+#: is never seen reaching the end (its last call stops at i_size in the kernel) and may sit
+#: between its page-cache fill and that call as long as its output pipe stays full; the
+#: bound only keeps a file that someone holds open and never reads again from going stale.
 #: Long-lived handles re-read privately after their first pass and then hold nothing.
 GRACE = 30.0
 #: A read from offset 0 starts a new pass with a fresh (private) rendering only when the
@@ -120,9 +122,11 @@ class _Handle:
     last_read: float = float("-inf")
     pass_started: float = float("-inf")  # first read served from snap
     shared: bool = True  # snap is the node's publication (not a private re-read)
+    done: bool = False  # a read found the end: read(2) readers end a pass so, splice never
 
     def holds_length(self, now: float) -> bool:
-        return self.shared and now - max(self.opened, self.last_read) < GRACE
+        return (self.shared and not self.done
+                and now - max(self.opened, self.last_read) < GRACE)
 
 
 T = TypeVar("T")
@@ -543,7 +547,10 @@ class View:
             h.snap, h.shared, h.pass_started = self._private(h), False, now
         h.reads += 1
         h.last_read = now
-        return h.snap[off : off + size]
+        data = h.snap[off : off + size]
+        if not data:  # a page-cache fill never reads past the size it was given
+            h.done = True
+        return data
 
     def _release(self, fh: int) -> None:
         h = self._open_files.pop(fh, None)

@@ -368,9 +368,11 @@ def test_publication_rules(tmp_path, monkeypatch):
     later(max(view_mod.SHARE_WINDOW, view_mod.SETTLE))
     assert v._publish(node) == b"a 2\n"  # "a 33" would change the length under the reader
     assert v._read(fh, 2, 100) == b"2\n"  # the reader's pass stays whole
-    v._release(fh)
+    assert v._publish(node) == b"a 2\n"  # still held: a sendfile reader is never seen ending
+    assert v._read(fh, 4, 100) == b""  # a read(2) reader reaches the end: it holds no more
     later(view_mod.SETTLE)
-    assert v._publish(node) == b"a 44\n"  # nobody reads it: the new length is published
+    assert v._publish(node) == b"a 44\n"  # ("a 33" was held back; this is the next one)
+    v._release(fh)
     later(view_mod.SHARE_WINDOW * 0.8)
     assert v._size(node) == 5  # shared, and a size reply goes out
     later(view_mod.SHARE_WINDOW * 0.4)
