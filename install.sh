@@ -5,13 +5,15 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: sudo ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
-       sudo ./install.sh --containerd-config-only | --uninstall [options]
+Usage: ./install.sh [--demo [demo args]] [--test [pytest args]] [options]
+       ./install.sh --containerd-config-only | --uninstall [options]
        install.sh --node [--uninstall] [--restart-containerd]   (node installer DaemonSet)
 
 Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
   1. apt packages (only missing ones): containerd runc fuse3 libfuse3-dev pkg-config gcc
-     python3-venv python3-dev busybox-static lxcfs; with --test also: criu
+     python3-venv python3-dev busybox-static lxcfs; with --test also: criu libc6-dev
+     openssl containernetworking-plugins (critest's pod network); --test then builds the
+     test peers (containerd 1.7/2.x, crictl, critest, grpcurl) with Go: tests/peer_builds.py
   2. a venv at $PREFIX (default /opt/containerd-shim-lxcfs) made with /usr/bin/python3,
      with this directory's package installed into it (non-editable)
   3. /usr/local/bin/containerd-shim-lxcfs-v2 -> $PREFIX/bin/containerd-shim-lxcfs-v2
@@ -97,7 +99,11 @@ APT_PACKAGES=(containerd runc fuse3 libfuse3-dev pkg-config gcc python3-venv pyt
   busybox-static lxcfs)
 # Programs only the test suite and the benches call (--test installs them too; the suite's
 # tests/test_install_provides.py checks that every program they run is installed by this file).
-TEST_APT_PACKAGES=(criu qemu-system-x86 mmdebstrap)
+# libc6-dev: libc.a for the `gcc -static` helpers the tests and benches build into the rootfs
+# openssl: certificates and keys for the one-node Kubernetes cluster of tests/k8s_cluster.py
+# containernetworking-plugins: the bridge network of critest's pods (tests/critest_run.py)
+# qemu-system-x86, mmdebstrap: the cgroup v2 guest (tests/guest/, tests/test_guest_cgroup_v2.py)
+TEST_APT_PACKAGES=(criu libc6-dev openssl containernetworking-plugins qemu-system-x86 mmdebstrap)
 SUMMARY=()
 CLEANUP=()
 cleanup() { ((${#CLEANUP[@]})) && rm -rf "${CLEANUP[@]}"; return 0; }
@@ -108,7 +114,7 @@ info() { printf '    %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 host() { ${HOST[@]+"${HOST[@]}"} "$@"; }
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (try: sudo $0 $*)"
+[[ $(id -u) -eq 0 ]] || die "must run as root (a root shell: Debian ships no sudo by default)"
 ((NODE)) || [[ -r /etc/debian_version ]] || info "warning: not Debian; only Debian 12 is tested"
 
 # ------------------------------------------------------------------ 1. apt packages
@@ -217,10 +223,14 @@ configure_containerd() {
 
   # 1. the main config imports conf.d/*.toml (created, or one top-level line added)
   if [[ ! -e $cfg ]]; then
-    printf 'version = 2\nimports = ["%s"]\n' "$glob" >"$cfg"
+    # containerd 2.x reads version 2 too, but migrates it on every start: write its own
+    local version=2
+    [[ $("${CONTAINERD_CMD[@]}" --version 2>/dev/null) =~ [[:space:]]v?([0-9]+)\. ]] &&
+      ((BASH_REMATCH[1] >= 2)) && version=3
+    printf 'version = %s\nimports = ["%s"]\n' "$version" "$glob" >"$cfg"
     created_cfg=1
     CONFIG_CHANGED=1
-    info "created minimal $cfg (version 2, imports $glob)"
+    info "created minimal $cfg (version $version, imports $glob)"
   else
     local action
     action="$("$SYS_PYTHON" - "$cfg" "$glob" <<'PY'
@@ -313,8 +323,9 @@ import sys, tomllib
 before, after = (tomllib.load(open(p, "rb")) for p in sys.argv[1:3])
 runtime = sys.argv[3]
 def cri(d):
+    # 2.x: the runtimes live in cri.v1.runtime (grpc.v1.cri is only the streaming server)
     plugins = d.get("plugins", {})
-    return plugins.get("io.containerd.grpc.v1.cri") or plugins.get("io.containerd.cri.v1.runtime")
+    return plugins.get("io.containerd.cri.v1.runtime") or plugins.get("io.containerd.grpc.v1.cri")
 a, b = cri(after), cri(before)
 if a is None:
     print("no CRI section in the result"); sys.exit(0)
@@ -375,6 +386,36 @@ maybe_restart_containerd() {
   for i in $(seq 1 30); do system_containerd_running && break; sleep 1; done
   system_containerd_running || die "containerd did not come back after restart"
   SUMMARY+=("system containerd: restarted")
+}
+
+# ------------------------------------------------------------------ test peers (--test)
+# The test matrix's real peers (containerd 1.7 and 2.x with their runc shims, crictl, critest,
+# grpcurl) are built with Go from pinned release tags into a shared cache by tests/peer_builds.py;
+# what is present is skipped. Without Go the affected tests FAIL with a message (never pass).
+install_test_peers() {
+  step "test peers (tests/peer_builds.py: pinned releases built with Go into /var/cache/containerd-shim-lxcfs)"
+  local rc=0 t0=$SECONDS
+  PATH="$PATH:/usr/local/go/bin" "$SYS_PYTHON" "$SRC_DIR/tests/peer_builds.py" install || rc=$?
+  if ((rc == 0)); then
+    SUMMARY+=("test peers: present ($((SECONDS - t0))s; tests/peer_builds.py status lists them)")
+  else
+    info "warning: some peers are missing; the tests that need them will fail and say so"
+    SUMMARY+=("test peers: INCOMPLETE (see above; the matrix tests needing them fail)")
+  fi
+}
+
+# ------------------------------------------------------------------ 5. node check
+# What the node has and needs (shim/check.py), logged; a FAIL is reported, not fatal here: the
+# operator (or the DaemonSet's log reader) fixes the node and runs `$SHIM check` again.
+node_check() {
+  step "node check: $SHIM check"
+  local out rc=0
+  out="$(host env CONTAINERD="${CONTAINERD:-containerd}" "$PREFIX/bin/$SHIM" check 2>&1)" || rc=$?
+  printf '%s\n' "$out" | sed 's/^/    /'
+  local line
+  line="node check: $(printf '%s\n' "$out" | sed -n 's/^summary: //p')"
+  ((rc == 0)) || line+=" (exit $rc)"
+  SUMMARY+=("$line")
 }
 
 # ------------------------------------------------------------------ node mode (DaemonSet)
@@ -503,12 +544,13 @@ fi
 install_symlink
 configure_containerd
 maybe_restart_containerd
+node_check
 prepare_cgroup_v2_guest
 
 case "$MODE" in
   install)
     print_summary
-    ((NODE)) || printf '  next: sudo %s --demo   |   sudo %s --test\n' "$0" "$0"
+    ((NODE)) || printf '  next: %s --demo   |   %s --test\n' "$0" "$0"
     ;;
   demo)
     step "main job: $PREFIX/bin/python -m shim.demo ${EXTRA_ARGS[*]:-}"
@@ -519,6 +561,8 @@ case "$MODE" in
     exit "$rc"
     ;;
   test)
+    install_test_peers
+    step "Kubernetes peers for tests/test_k8s_node.py" && bash "$SRC_DIR/tests/peers/k8s/build.sh"
     step "tests: $PREFIX/bin/python -m pytest ${EXTRA_ARGS[*]:-} (in $SRC_DIR)"
     rc=0
     (cd "$SRC_DIR" && "$PREFIX/bin/python" -m pytest "${EXTRA_ARGS[@]}") || rc=$?

@@ -279,6 +279,7 @@ def bench_env(quick: bool = False, tree: str | None = None) -> Iterator[Env]:
         ):
             env.compile_c("shimtime.c", bindir / name, f'-DREAL="{real}"', f'-DLOG="{start_log}"')
         env.compile_c("reader.c", rootfs / "bin" / "vread")
+        env.compile_c("poller.c", rootfs / "bin" / "vpoll")
         ctrd.env["PATH"] = f"{bindir}{os.pathsep}{ctrd.env['PATH']}"
         production_like(ctrd.env, tree)
         env.fuse_baseline = fuse_connections()

@@ -9,8 +9,10 @@ per *plugin*, not per key (containerd#5837), so a drop-in holding only
 config (sandbox_image, the runc handler and its SystemdCgroup, CNI dirs, registry settings), and
 the CRI plugin then fails on `default_runtime_name = "runc"`. So for config version 2 the output
 is the effective CRI section from `containerd config dump` (taken while our drop-in is absent)
-plus the lxcfs handler. containerd 2.x merges per key, so for version 3 the handler alone is
-written, under the 2.x plugin name.
+plus the lxcfs handler. containerd 2.x merges imported plugin tables per key, so for version 3
+and later the handler alone is written, under the 2.x plugin name
+`io.containerd.cri.v1.runtime`, in the dump's config version (checked with 2.4.2's
+`config dump`: tests/test_install_config.py).
 
 The handler gets the runc handler's options (BinaryName, SystemdCgroup, Root, ...): containerd
 2.x hands them to the shim as TOML (runtimeoptions `config_body`); 1.6/1.7 send non-runc
@@ -92,12 +94,14 @@ def render(dump: dict[str, Any], runtime_type: str, handler: str) -> str:
               "# install.sh; edit the node's config.toml and re-run instead of editing this.\n")
     out: list[str] = []
     plugins = dump.get("plugins") or {}
-    if int(dump.get("version", 2)) >= 3:
-        runc = (plugins.get(CRI_V3, {}).get("runtimes", {}).get("runc", {})
-                .get("options", {}))
+    version = int(dump.get("version", 2))
+    if version >= 3:
+        # written in the dump's own version (2.0-2.3: 3, 2.4: 4), so nothing is migrated
+        runc = (plugins.get(CRI_V3, {}).get("containerd", {}).get("runtimes", {})
+                .get("runc", {}).get("options", {}))
         dumps_table(["plugins", CRI_V3, "containerd", "runtimes", handler],
                     handler_table(runtime_type, runc), out)
-        return header + "version = 3\n" + "\n".join(out) + "\n"
+        return header + f"version = {version}\n" + "\n".join(out) + "\n"
     cri = plugins.get(CRI_V2)
     if cri is None:
         raise SystemExit(f"`containerd config dump` has no [plugins.\"{CRI_V2}\"] section "

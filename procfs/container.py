@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from procfs.cgroups import CgroupRef
 from procfs.renderers.loadavg import LoadAverage
 from procfs.renderers.stat import StatHistory
+from procfs.renderers.vmstat import VmstatHistory
 
 
 @dataclass
@@ -22,3 +23,4 @@ class Container:
     init_start: int | None = None
     stat: StatHistory = field(default_factory=StatHistory)
     load: LoadAverage = field(default_factory=LoadAverage)
+    vmstat: VmstatHistory = field(default_factory=VmstatHistory)

@@ -18,18 +18,21 @@ from pathlib import Path
 
 from procfs import fastio
 from procfs.container import Container
-from procfs.readers import read_cpu, read_io, read_memory
+from procfs.readers import pressure_path, read_cpu, read_io, read_memory, read_memory_stat
 from procfs.renderers import (
     render_cpu_online,
     render_cpuinfo,
     render_diskstats,
     render_loadavg,
     render_meminfo,
+    render_pressure,
     render_slabinfo,
     render_stat,
     render_swaps,
     render_uptime,
+    render_vmstat,
 )
+from procfs.renderers.meminfo import parse_meminfo
 from procfs.renderers.stat import StatInputs
 from procfs.renderers.uptime import uptime_values
 from procfs.tasks import scan_tasks
@@ -38,6 +41,7 @@ from procfs.tasks import scan_tasks
 HOST_PROC = Path("/proc")
 HOST_SYS = Path("/sys")
 HZ = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 Producer = Callable[[Container, int | None], bytes]
 
@@ -127,6 +131,27 @@ def produce_slabinfo(c: Container, caller: int | None = None) -> bytes:
     return render_slabinfo(host, own)
 
 
+def produce_vmstat(c: Container, caller: int | None = None) -> bytes:
+    host = _host("vmstat")
+    if c.ref is None:
+        return host
+    version, stat = read_memory_stat(c.ref)
+    free = parse_meminfo(produce_meminfo(c)).get("MemFree", 0) * 1024  # the same MemFree
+    return render_vmstat(host, stat, version, free, c.vmstat, PAGE_SIZE)
+
+
+def _pressure(resource: str) -> Producer:
+    def produce(c: Container, caller: int | None = None) -> bytes:
+        host = _host(f"pressure/{resource}")
+        path = pressure_path(c.ref, resource) if c.ref is not None else None
+        if path is None:
+            return host
+        return render_pressure(host, fastio.read_bytes(str(path)))
+
+    produce.__name__ = f"produce_pressure_{resource}"
+    return produce
+
+
 #: Container path → producer. Only these paths may be requested in ``View.add``.
 PRODUCERS: dict[str, Producer] = {
     "/proc/meminfo": produce_meminfo,
@@ -138,4 +163,8 @@ PRODUCERS: dict[str, Producer] = {
     "/proc/swaps": produce_swaps,
     "/proc/slabinfo": produce_slabinfo,
     "/sys/devices/system/cpu/online": produce_cpu_online,
+    "/proc/vmstat": produce_vmstat,
+    "/proc/pressure/cpu": _pressure("cpu"),
+    "/proc/pressure/memory": _pressure("memory"),
+    "/proc/pressure/io": _pressure("io"),
 }

@@ -13,11 +13,13 @@ import os
 
 MNT_DETACH = 2
 CLONE_NEWNS = 0x00020000
+CLONE_FS = 0x00000200
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_BENEATH = 0x200  # Linux >= 6.5
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
@@ -32,6 +34,7 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True
 _libc.syscall.restype = ctypes.c_long
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc.unshare.argtypes = (ctypes.c_int,)
 
 
 class _MountAttr(ctypes.Structure):
@@ -50,8 +53,13 @@ def umount(target: str, flags: int = MNT_DETACH) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
 
 
+def unshare_fs() -> None:
+    """Give the calling thread its own root/cwd (fs_struct): setns(CLONE_NEWNS) needs that."""
+    _check(_libc.unshare(CLONE_FS), "unshare(CLONE_FS)")
+
+
 def setns_mnt(fd: int) -> None:
-    """Enter a mount namespace (the caller must be single-threaded)."""
+    """Enter a mount namespace (the calling thread must not share its fs_struct)."""
     _check(_libc.setns(fd, CLONE_NEWNS), "setns(mnt)")
 
 
@@ -71,8 +79,13 @@ def set_read_only(fd: int) -> None:
                          ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
 
 
-def attach(fd: int, target: str) -> None:
-    """Attach a detached tree (from :func:`open_tree_clone`) at ``target``."""
+def attach(fd: int, target: str, *, beneath: bool = False) -> None:
+    """Attach a detached tree (from :func:`open_tree_clone`) at ``target``.
+
+    ``beneath``: under the mount now on top of ``target`` (which stays visible until it is
+    unmounted): a replacement without a moment where ``target`` shows what is underneath.
+    """
+    flags = MOVE_MOUNT_F_EMPTY_PATH | (MOVE_MOUNT_BENEATH if beneath else 0)
     _check(_libc.syscall(_SYS_MOVE_MOUNT, ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD),
-                         target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)),
-           f"move_mount to {target}")
+                         target.encode(), ctypes.c_uint(flags)),
+           f"move_mount {'beneath' if beneath else 'to'} {target}")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from procfs import fastio
-from procfs.cgroups import CgroupRef
+from procfs.cgroups import UNIFIED, CgroupRef
 from procfs.cpuset import parse_cpuset
 from procfs.snapshot import CpuSnapshot, DiskIO, MemorySnapshot, MemoryStat
 
@@ -368,3 +368,21 @@ def read_io_v2(d: Path) -> list[DiskIO]:
             discard_bytes=kv.get("dbytes", 0),
         ))
     return out
+
+
+def read_memory_stat(ref: CgroupRef) -> tuple[int, dict[str, int]]:
+    """(cgroup version, the memory cgroup's whole ``memory.stat``) for /proc/vmstat."""
+    version, d = ref.version("memory"), ref.dir("memory")
+    if version is None or d is None:
+        raise LookupError("no memory cgroup known for this container")
+    return version, parse_flat_keyed(fastio.read_text(f"{d}/memory.stat"))
+
+
+def pressure_path(ref: CgroupRef, resource: str) -> Path | None:
+    """The container's cgroup2 ``<resource>.pressure`` (PSI is kept for every cgroup2
+    directory, controllers enabled or not: on hybrid hosts too), or None."""
+    root, path = ref.hierarchies.v2, ref.paths.get(UNIFIED)
+    if root is None or path is None:
+        return None
+    f = root.joinpath(*[p for p in path.split("/") if p], f"{resource}.pressure")
+    return f if f.exists() else None

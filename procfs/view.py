@@ -47,18 +47,40 @@ pyfuse3 = fuseloop.import_pyfuse3()
 log = logging.getLogger(__name__)
 
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}")
-#: Kernel cache lifetimes (s) for entries/attributes, as lxcfs: short so a removed container
-#: disappears quickly, long enough to spare a lookup per path component on every open.
+#: Kernel cache lifetime (s) of directory entries, as lxcfs: short so a removed container
+#: disappears quickly (only host-side path walks look names up; a bind is never looked up).
 _TIMEOUT = 0.5
-#: Opens by different readers within this window share one rendering (the view's freshness
-#: bound): a burst of concurrent readers costs one render instead of one each.
+#: Attribute lifetime 0: with ``default_permissions`` every open first asks for the size
+#: (GETATTR from the opener), and the kernel's i_size is the current publication's. (One
+#: tick, i.e. a GETATTR per tick instead of per open, saved a round trip but let opens within
+#: the tick run on a size whose reply the kernel had ignored: the stress test saw reads
+#: spliced from two renderings.)
+_ATTR_TIMEOUT = 0.0
+#: Readers within this window share one rendering (the view's freshness bound): a burst of
+#: concurrent readers costs one render instead of one each.
 SHARE_WINDOW = 0.005
+#: A rendering of another length is published only when no GETATTR/LOOKUP reply for the file
+#: went out this recently: a concurrent GETATTR sent before that reply was applied would have
+#: its own reply ignored by the kernel (stale attr_version) -- it must carry the same size.
+SETTLE = 0.005
+#: A handle reading the shared publication holds its length until it reads the end (read(2)
+#: readers: an empty read), is released, or this long after its last read. A sendfile reader
+#: is never seen reaching the end (its last call stops at i_size in the kernel) and may sit
+#: between its page-cache fill and that call as long as its output pipe stays full; the
+#: bound only keeps a file that someone holds open and never reads again from going stale.
+#: Long-lived handles re-read privately after their first pass and then hold nothing.
+GRACE = 30.0
+#: A read from offset 0 starts a new pass with a fresh (private) rendering only when the
+#: handle's snapshot is older than this: the page cache may be dropped by another reader's
+#: open and refilled by this handle within one sendfile call, which must get the same bytes.
+REREAD_AFTER = 0.1
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 # One pyfuse3 session per process: set while a View is mounted.
 _session_owner: View | None = None
+
 
 
 class ViewLost(RuntimeError):
@@ -73,9 +95,12 @@ class _Node:
     key: str | None = None  # owning container; None for the root
     file: str | None = None  # container path for files ("/proc/meminfo"), None for dirs
     children: dict[bytes, int] = field(default_factory=dict)
-    content: bytes = b""  # last rendering (files)
+    content: bytes = b""  # the publication: what the kernel was told the size of (files)
     sized_at: float = float("-inf")  # time.monotonic() of that render
-    caller: int | None = None  # whose request it was rendered for
+    reported_at: float = float("-inf")  # last GETATTR/LOOKUP reply carrying its size
+    tried_at: float = float("-inf")  # last rendering made for it (published or held back)
+    forced: bool = True  # publish the next rendering whatever its length (nothing read yet)
+    holders: dict[int, _Handle] = field(default_factory=dict)  # open handles on this file
 
     @property
     def size(self) -> int:
@@ -84,6 +109,24 @@ class _Node:
     @property
     def is_dir(self) -> bool:
         return self.file is None
+
+
+@dataclass
+class _Handle:
+    """One open of a file: the bytes its reads are served from."""
+
+    node: _Node
+    snap: bytes
+    opened: float
+    reads: int = 0
+    last_read: float = float("-inf")
+    pass_started: float = float("-inf")  # first read served from snap
+    shared: bool = True  # snap is the node's publication (not a private re-read)
+    done: bool = False  # a read found the end: read(2) readers end a pass so, splice never
+
+    def holds_length(self, now: float) -> bool:
+        return (self.shared and not self.done
+                and now - max(self.opened, self.last_read) < GRACE)
 
 
 T = TypeVar("T")
@@ -128,9 +171,10 @@ class View:
         }
         self._containers: dict[str, Container] = {}
         self._handles = itertools.count(1)
-        self._open_files: dict[int, bytes] = {}
+        self._open_files: dict[int, _Handle] = {}
         self._open_dirs: dict[int, list[tuple[bytes, int]]] = {}
         self._started_ns = time.time_ns()
+        self._session_started = time.monotonic()
         self._ready: anyio.Event | None = None
         self._stopping = False
         self._lost = False
@@ -197,9 +241,18 @@ class View:
         for inode in c.inodes:  # renderings made during runc create predate the limits
             node = self._nodes.get(inode)
             if node is not None:
-                node.sized_at, node.caller = float("-inf"), None
+                node.sized_at = node.tried_at = float("-inf")
+                node.forced = True
+                if node.file is not None and _session_owner is self and self._ready_set():
+                    # the kernel refetches the size on the next open (no wait for a tick)
+                    with contextlib.suppress(OSError):
+                        pyfuse3.invalidate_inode(inode, attr_only=True)
         self._sample(c)
         return c.ref
+
+    def container(self, key: str) -> Container | None:
+        """The registered container ``key`` (its cgroup and load history), if any."""
+        return self._containers.get(key)
 
     def remove(self, key: str) -> None:
         """Forget a container. Open handles keep their content; new lookups get ENOENT."""
@@ -242,7 +295,9 @@ class View:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._sample_loads)
+                tg.start_soon(self._warm_rebind)
                 on_ready: Callable[[], None] = task_status.started
+                quick = 0  # sessions in a row that died within 50 ms of starting
                 while True:
                     try:
                         await self._session(on_ready)
@@ -252,7 +307,11 @@ class View:
                         self.remounts += 1
                         log.error("procfs view: %s; mounting a new session (#%d)",
                                   exc, self.remounts)
-                        await anyio.sleep(min(0.05 * self.remounts, 1.0))
+                        # at once: every ms here is a ms of failed reads in the containers;
+                        # back off only if sessions keep dying right after they start
+                        lived = time.monotonic() - self._session_started
+                        quick = quick + 1 if lived < 0.05 else 0
+                        await anyio.sleep(min(0.05 * quick, 1.0))
                         on_ready = functools.partial(tg.start_soon, self._rebind_all)
         finally:
             with anyio.CancelScope(shield=True):
@@ -268,6 +327,7 @@ class View:
         self._stopping = False
         self._lost = False
         self._ready = anyio.Event()
+        self._session_started = time.monotonic()
         mounted = False
         try:
             self._mountpoint.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -278,6 +338,9 @@ class View:
                 "nosuid",
                 "nodev",
                 "noexec",
+                # the kernel checks modes itself, and refreshes attributes (GETATTR, from the
+                # opener) before every open: see View._publish
+                "default_permissions",
             }
             try:
                 pyfuse3.init(_Operations(self), str(self._mountpoint), options)
@@ -308,6 +371,8 @@ class View:
                         # session would stack on top of it.
                         with contextlib.suppress(OSError):
                             mounts.umount(str(self._mountpoint))
+                for h in self._open_files.values():  # the dead session's handles
+                    h.node.holders.clear()
                 self._open_files.clear()
                 self._open_dirs.clear()
 
@@ -327,8 +392,14 @@ class View:
         # A worker busy with a request sees the exit flag when it is done (procfs.fuseloop).
         pyfuse3.terminate()
 
+    async def _warm_rebind(self) -> None:
+        """Start the re-bind threads once the shim is past its start-up (off the critical
+        path of container creation): recovery then starts no thread."""
+        await anyio.sleep(1.0)
+        rebind.warm()
+
     async def _rebind_all(self) -> None:
-        """Give every running container the new session (one helper process each)."""
+        """Give every running container the new session (procfs.rebind, per container)."""
         for c in list(self._containers.values()):
             if c.init_pid is None or not c.files:
                 continue
@@ -358,6 +429,9 @@ class View:
             for c in list(self._containers.values()):
                 self._sample(c)
 
+    def _ready_set(self) -> bool:
+        return self._ready is not None and self._ready.is_set() and not self._lost
+
     def _kernel_ready(self) -> None:
         if self._ready is not None:
             self._ready.set()
@@ -375,7 +449,7 @@ class View:
         a.st_ino = node.inode
         a.generation = 0
         a.entry_timeout = _TIMEOUT
-        a.attr_timeout = _TIMEOUT
+        a.attr_timeout = _TIMEOUT if node.is_dir else _ATTR_TIMEOUT
         if node.is_dir:
             a.st_mode = _DIR_MODE
             a.st_nlink = 2 + sum(self._nodes[c].is_dir for c in node.children.values())
@@ -395,49 +469,93 @@ class View:
         container = self._containers.get(node.key)
         if container is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        content = PRODUCERS[node.file](container, caller)
-        # Before set_init_pid the caller is `runc init` mounting the bind sources, *before* runc
-        # applies the cgroup limits, and that same pid then execs the container's command:
-        # never hand such an early rendering to it as "the bytes you sized".
-        owner = caller if container.init_pid is not None else None
-        node.content, node.sized_at, node.caller = content, time.monotonic(), owner
-        return content
+        return PRODUCERS[node.file](container, caller)
 
-    def _content_for_open(self, node: _Node, caller: int) -> bytes:
-        """The rendering this caller's own stat/lookup just sized, else a fresh one.
+    def _publish(self, node: _Node, caller: int | None = None) -> bytes:
+        """The node's publication, refreshed if due: what GETATTR/LOOKUP report the size of.
 
-        sendfile/splice readers (busybox cat) read through the page cache, which stops at the
-        st_size the kernel got from the last getattr: a rendering that grew since (a counter
-        gained a digit) would be cut. A process that looks the file up and then opens it gets
-        the very bytes whose length it was told. A different process (runc stat-ing the bind
-        source while the limits were not set yet) gets a fresh rendering.
-
-        Readers that open within :data:`SHARE_WINDOW` of the last rendering share it: a
-        rendering costs 35-170 µs of the one event-loop thread, and a burst of monitoring
-        agents then pays for one. Renderings from before `set_init_pid` (owner None) are
-        never shared.
+        sendfile/splice (busybox ``cat``) on a FUSE file reads through the inode's page cache
+        even with direct_io (Linux 6.5+, until the kernel uses copy_splice_read for
+        FOPEN_DIRECT_IO), and copies no further than the inode's i_size -- shared by every
+        reader of the file, set from the last GETATTR/LOOKUP reply. So every first pass reads
+        the publication, and a rendering of another length replaces it only when that cannot
+        cut or pad anyone: no handle is still reading it (:data:`GRACE`) and no other size
+        reply may be in flight (:data:`SETTLE`). Same-length renderings replace it whenever
+        it is older than :data:`SHARE_WINDOW`. A render that fails here (cgroup not created
+        yet while runc stats the bind source) keeps the old publication.
         """
-        if node.caller is not None:
-            age = time.monotonic() - node.sized_at
-            if age < SHARE_WINDOW or (caller == node.caller and age < _TIMEOUT):
-                return node.content
-        return self._render(node, caller)
+        now = time.monotonic()
+        if now - max(node.sized_at, node.tried_at) >= SHARE_WINDOW:
+            node.tried_at = now  # a held-back rendering is not redone in every request
+            try:
+                fresh = self._render(node, caller)
+            except pyfuse3.FUSEError:
+                raise
+            except Exception as exc:
+                log.debug("procfs view: rendering %s of %s: %s", node.file, node.key, exc)
+                fresh = None
+            if fresh is not None and (
+                len(fresh) == len(node.content)
+                or node.forced
+                or (now - node.reported_at >= SETTLE
+                    and not any(h.holds_length(now) for h in node.holders.values()))
+            ):
+                node.content, node.sized_at, node.forced = fresh, now, False
+        node.reported_at = now
+        return node.content
+
+    def _private(self, h: _Handle, caller: int | None = None) -> bytes:
+        """A fresh rendering for one handle re-reading from offset 0 (procfs semantics, and
+        what tools keeping the file open -- procps -- expect); never published."""
+        try:
+            return self._render(h.node, caller)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            log.exception("procfs view: re-rendering %s of %s", h.node.file, h.node.key)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     def _size(self, node: _Node, caller: int | None = None) -> int:
-        """st_size = length of the current rendering (reused for one attr timeout).
+        """st_size = length of the publication (see :meth:`_publish`)."""
+        return len(self._publish(node, caller))
 
-        With direct_io, read(2) ignores st_size, but sendfile/splice users (busybox cat) stop
-        at it and GNU tail seeks from it: only the exact length satisfies them all (procfs'
-        0 would make busybox cat print nothing). A render that fails here (cgroup not created
-        yet while runc stats the bind source) must not fail stat: report 0.
-        """
-        if time.monotonic() - node.sized_at < _TIMEOUT:
-            return node.size
-        try:
-            return len(self._render(node, caller))
-        except Exception as exc:
-            log.debug("procfs view: sizing %s of %s: %s", node.file, node.key, exc)
-            return 0
+    # --- open files ---------------------------------------------------------------------------
+
+    def _open(self, node: _Node, caller: int) -> int:
+        if node.forced:  # nothing published since (re)registration: a failure is EIO here
+            now = time.monotonic()
+            node.content = self._render(node, caller)
+            node.sized_at = node.reported_at = now
+            node.forced = False
+        fh = next(self._handles)
+        h = _Handle(node, node.content, time.monotonic())
+        self._open_files[fh] = h
+        node.holders[fh] = h
+        return fh
+
+    def _read(self, fh: int, off: int, size: int) -> bytes:
+        h = self._open_files.get(fh)
+        if h is None:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        now = time.monotonic()
+        if h.reads == 0:
+            if now - h.opened >= GRACE:  # held nothing meanwhile: take the current length
+                h.snap = h.node.content
+            h.pass_started = now
+        elif off == 0 and now - h.pass_started >= REREAD_AFTER:
+            # a new pass over the file: fresh, for this handle alone
+            h.snap, h.shared, h.pass_started = self._private(h), False, now
+        h.reads += 1
+        h.last_read = now
+        data = h.snap[off : off + size]
+        if not data:  # a page-cache fill never reads past the size it was given
+            h.done = True
+        return data
+
+    def _release(self, fh: int) -> None:
+        h = self._open_files.pop(fh, None)
+        if h is not None:
+            h.node.holders.pop(fh, None)
 
 
 class _Operations(pyfuse3.Operations):
@@ -510,22 +628,23 @@ class _Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         if flags & _WRITE_FLAGS:
             raise pyfuse3.FUSEError(errno.EACCES)
-        # Render once per open: partial reads then see one consistent snapshot.
-        content = self._v._content_for_open(node, ctx.pid)
-        fh = next(self._v._handles)
-        self._v._open_files[fh] = content
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        # direct_io: read(2) bypasses the page cache and i_size (the reply's length is the
+        # end of file); keep_cache off: pages a sendfile reader filled are dropped.
+        return pyfuse3.FileInfo(fh=self._v._open(node, ctx.pid), direct_io=True,
+                                keep_cache=False)
 
     @_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        content = self._v._open_files.get(fh)
-        if content is None:
-            raise pyfuse3.FUSEError(errno.EBADF)
-        return content[off : off + size]
+        return self._v._read(fh, off, size)
+
+    @_handler
+    async def flush(self, fh: int) -> None:
+        # ENOSYS once and the kernel stops sending FLUSH on every close (one round trip).
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @_handler
     async def release(self, fh: int) -> None:
-        self._v._open_files.pop(fh, None)
+        self._v._release(fh)
 
     @_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

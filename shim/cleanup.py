@@ -15,8 +15,11 @@ from types import SimpleNamespace
 from shim import mountutil, wire
 from shim.identity import (
     RUNC_ROOT,
+    SYSINFO_SOCKET,
+    SocketLock,
     group_annotations,
     group_id,
+    instance_alive,
     quietly,
     shim_alive,
     socket_path,
@@ -48,9 +51,47 @@ def _runc_options(bundle: str) -> dict:
     return options if isinstance(options, dict) else {}
 
 
+def _bound_socket(bundle: str) -> str:
+    """The socket `start` bound, from the `address` file it wrote (containerd 2.3+ may have
+    named another directory than the default); "" when there is none."""
+    address = _read(os.path.join(bundle, "address"))
+    return address.removeprefix("unix://") if address.startswith("unix:///") else ""
+
+
 def _log(message: str) -> None:
     # containerd logs delete's stderr as warnings
     print(f"{message}", file=sys.stderr)
+
+
+def remove_dead_shims(sock: str, state: str, mounted: set[str]) -> None:
+    """What dead serving processes of this group left: their FUSE views, socket, record.
+
+    Each serving process mounts its view in its own directory `<state>/<pid>`; those of
+    live processes (a shim still draining, or the next shim of a reused id) are left alone.
+    """
+    try:
+        instances = [e for e in os.listdir(state) if e.isdigit()]
+    except OSError:
+        instances = []
+    for pid in instances:
+        if instance_alive(int(pid)):
+            continue
+        instance = os.path.join(state, pid)
+        view = os.path.join(instance, "view")
+        if view in mounted:
+            mountutil.abort_fuse(view)
+            try:
+                mountutil.umount_all(view)
+            except OSError as e:
+                _log(str(e))
+        quietly(os.unlink, os.path.join(instance, SYSINFO_SOCKET))  # a killed shim's listener
+        for leftover in (view, instance):  # rmdir, never a recursive walk into a mount
+            quietly(os.rmdir, leftover)
+    with SocketLock():  # the socket and the record may be a live successor's: check first
+        if not shim_alive(sock, 0.2):
+            quietly(os.unlink, sock)
+            quietly(os.unlink, os.path.join(state, "task-api"))  # shim/config.py's record
+        quietly(os.rmdir, state)
 
 
 def delete(args: SimpleNamespace) -> int:
@@ -83,21 +124,8 @@ def delete(args: SimpleNamespace) -> int:
 
     if args.address and args.namespace and args.id:
         group = group_id(args.id, group_annotations(bundle))
-        sock = socket_path(args.address, args.namespace, group)
-        if not shim_alive(sock, 0.2):
-            # the shim died: its FUSE view and socket are ours to remove
-            state = state_dir(args.address, args.namespace, group)
-            view = os.path.join(state, "view")
-            if view in mounted:
-                mountutil.abort_fuse(view)
-                try:
-                    mountutil.umount_all(view)
-                except OSError as e:
-                    _log(str(e))
-            quietly(os.unlink, os.path.join(state, "task-api"))  # shim/config.py's record
-            for leftover in (view, state):  # rmdir, never a recursive walk into a mount
-                quietly(os.rmdir, leftover)
-            quietly(os.unlink, sock)
+        sock = _bound_socket(bundle) or socket_path(args.address, args.namespace, group)
+        remove_dead_shims(sock, state_dir(args.address, args.namespace, group), mounted)
 
     pid = int(_read(os.path.join(bundle, "init.pid")) or 0)
     now = time.time_ns()

@@ -23,13 +23,13 @@ from shim.identity import RUNTIME_NAME, SHIM_NAME, __version__
 _STRINGS = {
     "namespace": "namespace", "address": "address", "publish-binary": "publish_binary",
     "id": "id", "bundle": "bundle", "socket": "socket", "group": "group",
-    "zygote": "zygote", "zygote-pad": "zygote_pad", "task-api": "task_api",
+    "zygote": "zygote", "task-api": "task_api",
 }
 _BOOLS = {"debug": "debug", "v": "version", "version": "version", "info": "info",
           "h": "help", "help": "help"}
-_ACTIONS = ("start", "delete")
+_ACTIONS = ("start", "delete", "check")
 
-HELP = f"""usage: {SHIM_NAME} [flags] [start|delete]
+HELP = f"""usage: {SHIM_NAME} [flags] [start|delete|check]
 
 containerd runtime shim for {RUNTIME_NAME}: runs containers with runc and bind-mounts a
 per-container FUSE view over /proc/meminfo, cpuinfo, stat, uptime, loadavg, diskstats,
@@ -40,6 +40,9 @@ cgroup limits. containerd runs this binary; use it with
 actions:
   start       launch (or reuse) the pod's shim and print its address
   delete      clean up after a dead shim and print a DeleteResponse
+  check       say what this node has and needs for {RUNTIME_NAME}, one verdict a
+              line; exit 1 when something required is missing (CONTAINERD=<command>
+              selects the containerd whose config is read)
   (none)      serve (what `start` launches)
 
 flags:
@@ -72,7 +75,7 @@ def parse(argv: list[str]) -> SimpleNamespace:
             break
         if not word.startswith("-") or word == "-":
             if word not in _ACTIONS:
-                raise UsageError(f"unknown action {word!r} (start or delete)")
+                raise UsageError(f"unknown action {word!r} (start, delete or check)")
             args.action = word
             break
         name, has_value, value = word.lstrip("-").partition("=")
@@ -117,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         from shim.start import start
 
         return start(args)
+    if args.action == "check":
+        from shim.check import main as check
+
+        return check()
     if args.action == "delete":
         from shim.cleanup import delete
 

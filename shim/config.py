@@ -1,21 +1,26 @@
-"""The operator's choice of task API, and what `start` prints for it.
+"""The task API `start` offers, and what it prints for it.
 
-containerd cannot tell the shim which task APIs it speaks (`MAX_SHIM_VERSION` is 2 on 1.7
-and 2.x alike), so the plain ttrpc address, understood by 1.6, 1.7 and 2.x, is the default
-and anything richer is the operator's explicit choice:
+* `v2`        ttrpc, `containerd.task.v2.Task`: every containerd (1.6, 1.7, 2.x);
+* `v3-ttrpc`  ttrpc, `containerd.task.v3.Task`: containerd 2.x;
+* `v3-grpc`   gRPC, `containerd.task.v3.Task`: no containerd release can use it (below).
 
-* `v2`        plain `unix://` address: ttrpc, `containerd.task.v2.Task` (default);
-* `v3-ttrpc`  `{"version":3,"address":"unix://...","protocol":"ttrpc"}`: containerd 2.x only;
-* `v3-grpc`   `{"version":3,"address":"/run/...","protocol":"grpc"}`: containerd 2.x only,
-  gRPC dials the bare socket path.
+Without a setting, `start` offers the best API the containerd running it announces: one
+that speaks the bootstrap protocol (2.3+, shim/bootstrap.py) gets v3 ttrpc, as its own runc
+shim does; every other start (1.6 to 2.2, which look alike: `MAX_SHIM_VERSION` is 2 on all
+of them) gets v2, which all of them speak.
 
-Two ways to set it; the runtime options win because they are per runtime handler:
+An operator's setting wins, per runtime handler first:
 
-1. runtime options on `start`'s stdin, a `runtimeoptions.v1.Options` Any (what CRI sends for
-   a non-runc runtime with an `options` table): `task_api = "..."` in its TOML
-   `config_body` (containerd 2.x) or in the TOML file named by `config_path`;
+1. runtime options (shim/options.py): `task_api = "..."` in the runtimeoptions TOML
+   (`config_body` on containerd 2.x, or the file `config_path` names);
 2. the environment variable `CONTAINERD_SHIM_LXCFS_TASK_API` (containerd 2.x: the shim
    manager's `env` list; any version: containerd's own environment).
+
+except where containerd is known to drop the connection: containerd 2.0 up to 2.4 (the
+newest release tested) close a gRPC shim connection before the first call (their
+`grpcDialContext` watches a client that starts IDLE and takes IDLE for closed), and 1.6/1.7
+know no v3 at all, so `v3-grpc` is served as v3 ttrpc (2.3+) or v2 (older) instead, and the
+log and `-info` say why. A containerd newer than that gets gRPC when asked for.
 
 Stdlib only: `start` and `-info` import this.
 """
@@ -24,8 +29,6 @@ from __future__ import annotations
 
 import os
 import sys
-
-from shim import wire
 
 TYPE_CHECKING = False  # typing and collections.abc cost ~2 ms of every start/delete
 if TYPE_CHECKING:
@@ -40,7 +43,13 @@ V3_TTRPC = "v3-ttrpc"
 V3_GRPC = "v3-grpc"
 MODES = (V2, V3_TTRPC, V3_GRPC)
 
-_RUNTIMEOPTIONS = "runtimeoptions.v1.Options"
+#: The newest containerd (major, minor) known to drop gRPC shim connections at once.
+GRPC_DROPPED_THROUGH = (2, 4)
+_IDLE = ("close a gRPC shim connection before the first call (core/runtime/v2/shim.go "
+         "grpcDialContext: the client starts IDLE and its close monitor takes IDLE for closed)")
+GRPC_DROPPED = "containerd {version} would {idle}: v3-grpc is served as {mode}"
+GRPC_LEGACY = ("containerd before 2.3 cannot use v3-grpc (1.6/1.7 know no task v3, 2.0-2.2 "
+               "{idle}): served as {mode}")
 
 
 class ConfigError(ValueError):
@@ -53,90 +62,93 @@ def _check(mode: str, source: str) -> str:
     return mode
 
 
-def _runtime_options(raw: bytes) -> tuple[str, bytes] | None:
-    """(config_path, config_body) when `raw` is a runtimeoptions.v1.Options Any, else None.
+def from_options(opts: Mapping[str, object]) -> str | None:
+    """The task API the decoded runtime options name, None if they name none."""
+    value = opts.get(OPTION)
+    if not value:
+        return None
+    return _check(str(value), f"runtime options {OPTION}")
 
-    Anything else (empty stdin, runc Options, bytes that are not an Any) carries no choice.
+
+def _version(text: str) -> tuple[int, int] | None:
+    """(major, minor) of a containerd version string such as `v2.4.2` or `2.5.0-rc.1`."""
+    parts = text.lstrip("v").split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def grpc_dropped(bootstrap: bool, containerd_version: str) -> bool:
+    """Whether the containerd running `start` is known to lose a gRPC shim at once.
+
+    A start without the bootstrap protocol comes from 1.6/1.7 (no v3 at all) or 2.0-2.2
+    (gRPC dropped); a bootstrap one names its version. Unparseable versions count as known
+    to drop it: handing out an address that fails is worse than ttrpc.
     """
-    if not raw:
-        return None
-    try:
-        type_url, value = wire.unpack_any(raw)
-        if type_url.rsplit("/", 1)[-1] != _RUNTIMEOPTIONS:
-            return None
-        path, body = "", b""
-        for number, field in wire.fields(value):
-            if number == 2 and isinstance(field, bytes):
-                path = field.decode()
-            elif number == 3 and isinstance(field, bytes):
-                body = field
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return path, body
+    if not bootstrap:
+        return True
+    version = _version(containerd_version)
+    return version is None or version <= GRPC_DROPPED_THROUGH
 
 
-def from_options(raw: bytes) -> str | None:
-    """The task API named in the runtime options (start's stdin), None if they name none."""
-    found = _runtime_options(raw)
-    if found is None:
-        return None
-    path, body = found
-    source = "runtime options config_body"
-    if not body and path:
-        source = path
-        try:
-            with open(path, "rb") as f:
-                body = f.read()
-        except OSError as e:
-            raise ConfigError(f"runtime options config_path: {e}") from e
-    if not body:
-        return None
-    import tomllib  # only TOML runtime options need it: ~8 ms off every `start`
-
-    try:
-        table = tomllib.loads(body.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{source}: {e}") from e
-    value = table.get(OPTION)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{source}: {OPTION} must be a string")
-    return _check(value, source)
+def resolve(opts: Mapping[str, object], environ: Mapping[str, str], *, bootstrap: bool = False,
+            containerd_version: str = "") -> tuple[str, str]:
+    """(task API to serve, note for the log when the setting could not be followed)."""
+    chosen = from_options(opts)
+    if chosen is None:
+        value = environ.get(ENV, "").strip()
+        chosen = _check(value, ENV) if value else None
+    if chosen is None:
+        return (V3_TTRPC if bootstrap else V2), ""
+    if chosen == V3_GRPC and grpc_dropped(bootstrap, containerd_version):
+        mode = V3_TTRPC if bootstrap else V2
+        if not bootstrap:
+            return mode, GRPC_LEGACY.format(idle=_IDLE, mode=mode)
+        return mode, GRPC_DROPPED.format(version=containerd_version or "(no version given)",
+                                         idle=_IDLE, mode=mode)
+    return chosen, ""
 
 
-def resolve(raw_options: bytes, environ: Mapping[str, str]) -> str:
-    """The task API to serve: runtime options, else the environment, else `v2`."""
-    chosen = from_options(raw_options)
-    if chosen is not None:
-        return chosen
-    value = environ.get(ENV, "").strip()
-    return _check(value, ENV) if value else V2
+def start_output(mode: str, socket_path: str, *, bootstrap: bool = False) -> bytes:
+    """What `start` prints (and containerd parses) for a shim serving `mode` on the socket.
 
+    containerd 2.3+ reads a BootstrapResult protobuf (version 2 or 3, `unix://` address,
+    protocol); older ones the plain ttrpc address or bootstrap JSON.
+    """
+    if bootstrap:
+        from shim.bootstrap import result
 
-def start_output(mode: str, socket_path: str) -> str:
-    """What `start` prints (and containerd parses) for a shim serving `mode` on the socket."""
+        if mode == V3_GRPC:
+            return result(3, socket_path, "grpc")  # grpc-go dials a bare path
+        return result(2 if mode == V2 else 3, "unix://" + socket_path, "ttrpc")
     if mode == V2:
-        return "unix://" + socket_path
+        return b"unix://" + socket_path.encode() + b"\n"
     import json  # only the v3 modes print JSON: ~15 ms off the default `start`
 
     if mode == V3_GRPC:
         # containerd 2.x net.Dial("unix", address)s a gRPC address: a bare path.
-        return json.dumps({"version": 3, "address": socket_path, "protocol": "grpc"},
-                          separators=(",", ":"))
-    address = "unix://" + socket_path
-    if mode == V3_TTRPC:
-        return json.dumps({"version": 3, "address": address, "protocol": "ttrpc"},
-                          separators=(",", ":"))
-    return address
+        doc = {"version": 3, "address": socket_path, "protocol": "grpc"}
+    else:
+        doc = {"version": 3, "address": "unix://" + socket_path, "protocol": "ttrpc"}
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
 
 
-def read_stdin_options() -> bytes:
-    """containerd writes the runtime options Any to stdin (or gives /dev/null)."""
+def read_stdin() -> bytes:
+    """containerd writes BootstrapParams or the runtime options Any to stdin (or /dev/null).
+
+    At most 10 MiB, as containerd's own shims read (more is refused, not truncated).
+    """
     stdin = sys.stdin
     if stdin is None or stdin.isatty():
         return b""
-    return stdin.buffer.read()
+    data = stdin.buffer.read(_STDIN_LIMIT + 1)
+    if len(data) > _STDIN_LIMIT:
+        raise ConfigError(f"stdin holds more than {_STDIN_LIMIT} bytes")
+    return data
+
+
+_STDIN_LIMIT = 10 << 20
 
 
 #: Where `start` records what a running shim serves, so a later `start` for the same group

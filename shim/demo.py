@@ -1,11 +1,12 @@
-"""The main job: a 256 MiB busybox container prints /proc/meminfo next to the host's.
+"""The main job: a 256 MiB busybox container prints /proc/meminfo and `free` next to the host's.
 
     python -m shim.demo [--runtime io.containerd.lxcfs.v2] [--memory-limit 268435456] [--cpus 1]
 
 Builds a busybox rootfs from the host's static /bin/busybox, uses the system containerd when it
 answers on /run/containerd/containerd.sock (else starts a private one in a temp dir), runs
 `ctr run --rm --runtime <runtime> --memory-limit <limit> --cpus <n> --rootfs <rootfs> <id>
-/bin/cat /proc/meminfo`, prints both files side by side and a one-line verdict, and removes
+/bin/sh -c 'cat /proc/meminfo; free'`, prints the container's meminfo and busybox `free` (which
+asks sysinfo(2), answered by the shim) beside the host's, a one-line verdict, and removes
 everything it created. Exit status: 0 verdict OK, 1 verdict MISMATCH, 2 could not run.
 
 Stdlib only (run by install.sh --demo with the venv's python).
@@ -26,6 +27,7 @@ from pathlib import Path
 SYSTEM_SOCK = "/run/containerd/containerd.sock"
 SHIM = "containerd-shim-lxcfs-v2"
 NAMESPACE = "lxcfs-demo"
+FREE_MARK = "=====free====="
 
 
 class DemoError(RuntimeError):
@@ -150,6 +152,14 @@ def meminfo_kb(text: str, key: str) -> int | None:
     return None
 
 
+def free_kb(text: str) -> int | None:
+    """The total of busybox `free`'s Mem: line (KiB)."""
+    for line in text.splitlines():
+        if line.startswith("Mem:") and len(line.split()) > 1:
+            return int(line.split()[1])
+    return None
+
+
 def side_by_side(left_title: str, left: str, right_title: str, right: str, n: int) -> str:
     ll, rl = left.splitlines()[:n], right.splitlines()[:n]
     width = max([len(left_title), *map(len, ll)]) + 4
@@ -190,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [
             "run", "--rm", "--runtime", args.runtime,
             "--memory-limit", str(args.memory_limit), "--cpus", args.cpus,
-            "--rootfs", str(tmp / "rootfs"), cid, "/bin/cat", "/proc/meminfo",
+            "--rootfs", str(tmp / "rootfs"), cid,
+            "/bin/sh", "-c", f"cat /proc/meminfo; echo {FREE_MARK}; free",
         ]  # fmt: skip
         log("ctr " + " ".join(cmd))
         try:
@@ -200,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         if r.returncode != 0:
             raise DemoError(f"ctr run failed (exit {r.returncode}): {r.stderr.strip()}")
 
+        meminfo, _, free = r.stdout.partition(FREE_MARK + "\n")
         host = Path("/proc/meminfo").read_text()
+        host_free = subprocess.run(["busybox", "free"], capture_output=True, text=True,
+                                   timeout=10).stdout
         limit_kb = args.memory_limit // 1024
         print()
         print(
@@ -208,22 +222,28 @@ def main(argv: list[str] | None = None) -> int:
                 "host /proc/meminfo",
                 host,
                 f"container /proc/meminfo ({args.runtime}, limit {limit_kb} kB)",
-                r.stdout,
+                meminfo,
                 args.lines,
             )
         )
         print()
-        got, host_total = meminfo_kb(r.stdout, "MemTotal"), meminfo_kb(host, "MemTotal")
-        if got == limit_kb:
+        print("host: busybox free (sysinfo(2))")
+        print(host_free.rstrip())
+        print("container: busybox free (sysinfo(2), answered by the shim)")
+        print(free.rstrip())
+        print()
+        got, host_total = meminfo_kb(meminfo, "MemTotal"), meminfo_kb(host, "MemTotal")
+        free_total = free_kb(free)
+        if got == limit_kb and free_total == limit_kb:
             print(
-                f"VERDICT: OK - container MemTotal {got} kB equals its memory limit "
-                f"{limit_kb} kB (host MemTotal {host_total} kB)"
+                f"VERDICT: OK - container MemTotal and free's total ({got} kB) equal its "
+                f"memory limit {limit_kb} kB (host MemTotal {host_total} kB)"
             )
             return 0
-        why = " (the host's value)" if got == host_total else ""
+        why = " (the host's value)" if host_total in (got, free_total) else ""
         print(
-            f"VERDICT: MISMATCH - container MemTotal {got} kB{why}, "
-            f"but its memory limit is {limit_kb} kB"
+            f"VERDICT: MISMATCH - container MemTotal {got} kB, free total {free_total} kB"
+            f"{why}, but its memory limit is {limit_kb} kB"
         )
         return 1
     except (DemoError, subprocess.CalledProcessError, OSError) as e:

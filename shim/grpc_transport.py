@@ -130,6 +130,16 @@ class GrpcServer:
 
     def __init__(self, methods: Mapping[str, Method]) -> None:
         self._service = _TaskV3(methods)
+        self._server: Server | None = None
+
+    def stop_accepting(self) -> None:
+        """Close the listener; calls on open connections still get their answers.
+
+        grpclib's own close() also cancels running calls (the Shutdown being answered), so
+        this closes the asyncio server underneath it, which only stops listening.
+        """
+        if self._server is not None and self._server._server is not None:
+            self._server._server.close()
 
     async def serve(
         self,
@@ -142,7 +152,7 @@ class GrpcServer:
         grpclib runs each call in its own asyncio task; this task owns the server's life,
         so cancelling the daemon's task group stops it. Takes ownership of `listener`.
         """
-        server = Server([self._service], codec=_Bytes())
+        server = self._server = Server([self._service], codec=_Bytes())
         server._mapping = _Routes(server._mapping)  # grpclib 0.4 has no unknown-method hook
         try:
             await server.start(sock=listener)

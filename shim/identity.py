@@ -24,6 +24,10 @@ SHIM_NAME = "containerd-shim-lxcfs-v2"
 SOCKET_DIR = "/run/containerd/s"
 #: Per-shim state (the FUSE mountpoint lives below it).
 STATE_DIR = "/run/containerd-shim-lxcfs"
+#: Where runc hands over seccomp notify fds (shim/sysinfo_notify.py), in each serving
+#: process's own dir (`instance_dir`): /run/containerd-shim-lxcfs/<64 hex>/<pid, at most 7
+#: digits>/sysinfo is at most 107 bytes, within AF_UNIX's 108.
+SYSINFO_SOCKET = "sysinfo"
 #: Default runc state root; the namespace is appended (as containerd-shim-runc-v2 does).
 RUNC_ROOT = "/run/containerd/runc"
 
@@ -71,12 +75,64 @@ def shim_hash(address: str, namespace: str, group: str) -> str:
     return sha256(os.path.join(address, namespace, group).encode()).hexdigest()
 
 
-def socket_path(address: str, namespace: str, group: str) -> str:
-    return os.path.join(SOCKET_DIR, shim_hash(address, namespace, group))
+def socket_path(address: str, namespace: str, group: str, directory: str = "") -> str:
+    """The group's shim socket: in `directory` when containerd 2.3+ names one (its
+    `socket_dir`, e.g. for a rootless containerd), else the Go shims' fixed directory."""
+    return os.path.join(directory or SOCKET_DIR, shim_hash(address, namespace, group))
 
 
 def state_dir(address: str, namespace: str, group: str) -> str:
     return os.path.join(STATE_DIR, shim_hash(address, namespace, group))
+
+
+def instance_dir(state: str, pid: int) -> str:
+    """One serving process's own directory below its group's state dir (its FUSE view).
+
+    Per process, not per group: when an id is reused at once, the old shim may still be
+    unmounting its view while the new one mounts; one shared mountpoint would stack the two
+    mounts and the old shim's unmount would take the new one's.
+    """
+    return os.path.join(state, str(pid))
+
+
+def instance_alive(pid: int) -> bool:
+    """Whether `pid` may still be a serving process: a live process (not a zombie) whose
+    command line names a shim. A pid reused by anything else counts as dead."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"shim" in f.read()  # containerd-shim-lxcfs-v2, or `python -m shim`
+    except OSError:
+        return False
+
+
+class SocketLock:
+    """Node-wide lock over shim sockets, group state dirs and task-api records.
+
+    `start` (probe, bind, record), a shutting-down shim (remove *its own* socket and record)
+    and `delete` (remove a dead shim's) each check-then-act on the same paths: under this
+    flock none of them can remove what another just made. Held for microseconds (a probe
+    connect at most); released by the kernel if the holder dies.
+    """
+
+    def __enter__(self) -> SocketLock:
+        import fcntl  # a small C module
+
+        os.makedirs(STATE_DIR, mode=0o711, exist_ok=True)
+        self._fd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)  # releases the flock
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of `path`, None if it is gone: tells our socket file from a successor's."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def shim_alive(path: str, timeout: float = 0.1) -> bool:
@@ -111,8 +167,41 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+#: What a forked shim inherits from the zygote instead of from containerd: a zygote serves
+#: only `start`s that share all of it (mount namespace: where the view is mounted and the
+#: paths resolve; cgroups: what the shim is charged to; user/pid namespaces: who it is).
+_NAMESPACES = ("mnt", "user", "pid", "net", "ipc", "uts", "cgroup")
+
+
+def process_context(pid: int | str = "self") -> str:
+    """A digest of `pid`'s namespaces, cgroups, root and LSM label: two processes with the
+    same digest would give a child the same surroundings, forked or exec'd."""
+    parts = []
+    for ns in _NAMESPACES:
+        try:
+            parts.append(os.readlink(f"/proc/{pid}/ns/{ns}"))
+        except OSError:
+            parts.append("")
+    for name in ("cgroup", "attr/current"):
+        try:
+            with open(f"/proc/{pid}/{name}", "rb") as f:
+                parts.append(f.read().decode(errors="replace"))
+        except OSError:
+            parts.append("")
+    try:
+        parts.append(os.readlink(f"/proc/{pid}/root"))
+    except OSError:
+        parts.append("")
+    return sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+ZYGOTE_PREFIX = "zygote-"
+
+
 def zygote_socket() -> str:
-    return os.path.join(STATE_DIR, f"zygote-{code_fingerprint()}.sock")
+    """The fork server for this code *and* this caller's context (see `process_context`)."""
+    return os.path.join(STATE_DIR,
+                        f"{ZYGOTE_PREFIX}{code_fingerprint()}-{process_context()}.sock")
 
 
 def quietly(call: object, *args: object) -> None:

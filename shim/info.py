@@ -7,7 +7,9 @@ called without -namespace, without a bundle cwd, with the runtime options Any on
 
 Honest data, as containerd-shim-runc-v2 reports it: the containers run under runc, so the
 OCI features are `runc features` verbatim (left out when runc cannot report them); the
-options are echoed; the annotations say which task API `start` would offer. Stdlib only.
+options are echoed; the annotations say which task API `start` offers a containerd 2.3+
+that runs it without saying more (only containerd 2.x runs `-info`), and, when the operator
+asked for gRPC, why it is not offered. Stdlib only.
 """
 
 from __future__ import annotations
@@ -18,29 +20,17 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from shim import config, wire
+from shim import config, options, wire
 from shim.identity import RUNTIME_NAME, SHIM_NAME, __version__
 
 #: typeurl's name for the OCI runtime-spec features document (JSON value).
 FEATURES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
-_RUNC_OPTIONS = "containerd.runc.v1.Options"
 _FEATURES_TIMEOUT = 10.0
 #: Keys of RuntimeInfo.annotations (shim-level facts, not OCI annotations).
 ANNOTATION_TASK_API = "io.containerd.lxcfs.v2/task-api"
 ANNOTATION_RUNC = "io.containerd.lxcfs.v2/runc"
-
-
-def _runc_binary(options: bytes) -> str:
-    """runc Options.binary_name (field 6) if the options are runc's, else `runc`."""
-    try:
-        type_url, value = wire.unpack_any(options)
-        if type_url.rsplit("/", 1)[-1] == _RUNC_OPTIONS:
-            for number, field in wire.fields(value):
-                if number == 6 and isinstance(field, bytes) and field:
-                    return field.decode()
-    except (ValueError, UnicodeDecodeError):
-        pass
-    return "runc"
+#: Why the task API differs from the one asked for (gRPC that containerd would drop).
+ANNOTATION_TASK_API_NOTE = "io.containerd.lxcfs.v2/task-api-note"
 
 
 def _features(runc: str) -> bytes | None:
@@ -58,24 +48,25 @@ def _any(type_url: str, value: bytes) -> bytes:
     return wire.bytes_field(1, type_url.encode()) + wire.bytes_field(2, value)
 
 
-def runtime_info(options: bytes, environ: Mapping[str, str]) -> bytes:
-    """The encoded RuntimeInfo; raises config.ConfigError or LookupError (no runc)."""
-    task_api = config.resolve(options, environ)
-    name = _runc_binary(options)
+def runtime_info(raw_options: bytes, environ: Mapping[str, str]) -> bytes:
+    """The encoded RuntimeInfo; raises ValueError (bad options or setting) or LookupError."""
+    opts = options.decode(raw_options)
+    task_api, note = config.resolve(opts, environ, bootstrap=True, containerd_version="2.x")
+    name = str(opts.get("binary_name") or "runc")
     runc = shutil.which(name)
     if runc is None:
         raise LookupError(f'failed to look up the path of "{name}"')
     out = wire.bytes_field(1, RUNTIME_NAME.encode())
     out += wire.bytes_field(2, wire.bytes_field(1, __version__.encode()))
-    try:
-        if options and wire.unpack_any(options)[0]:
-            out += wire.bytes_field(3, options)  # echoed, as the Go shim does
-    except ValueError:
-        pass  # not an Any: nothing to echo
+    if opts or raw_options:
+        out += wire.bytes_field(3, raw_options)  # echoed, as the Go shim does
     features = _features(runc)
     if features is not None:
         out += wire.bytes_field(4, _any(FEATURES_TYPE, features))
-    for key, value in ((ANNOTATION_TASK_API, task_api), (ANNOTATION_RUNC, runc)):
+    annotations = [(ANNOTATION_TASK_API, task_api), (ANNOTATION_RUNC, runc)]
+    if note:
+        annotations.append((ANNOTATION_TASK_API_NOTE, note))
+    for key, value in annotations:
         entry = wire.bytes_field(1, key.encode()) + wire.bytes_field(2, value.encode())
         out += wire.bytes_field(5, entry)
     return out
@@ -83,8 +74,8 @@ def runtime_info(options: bytes, environ: Mapping[str, str]) -> bytes:
 
 def print_info() -> int:
     try:
-        info = runtime_info(config.read_stdin_options(), os.environ)
-    except (config.ConfigError, LookupError) as e:
+        info = runtime_info(config.read_stdin(), os.environ)
+    except (ValueError, LookupError) as e:
         print(f"{SHIM_NAME} -info: {e}", file=sys.stderr)
         return 1
     sys.stdout.buffer.write(info)

@@ -45,3 +45,11 @@ def setup(namespace: str, id: str, debug: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    # h2 and hpack log every frame and header at DEBUG (thousands of lines per gRPC
+    # container); containerd's debug level asks for the shim's story, not HTTP/2 frames.
+    for noisy in _WIRE_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+#: Loggers of the HTTP/2 stack under grpclib.
+_WIRE_LOGGERS = ("h2", "hpack")

@@ -23,6 +23,7 @@ from betterproto.lib.google.protobuf import Any
 
 from protos.gen.containerd import events
 from protos.gen.containerd import types as ctypes
+from protos.gen.containerd.linux import runc as legacy_runc
 from protos.gen.containerd.runc import v1 as runc_opts
 from protos.gen.io.containerd.cgroups import v1 as cgroups_v1
 from protos.gen.io.containerd.cgroups import v2 as cgroups_v2
@@ -61,6 +62,7 @@ TYPE_NAMES: Mapping[type[betterproto.Message], str] = MappingProxyType(
         runc_opts.Options: "containerd.runc.v1.Options",
         runc_opts.CheckpointOptions: "containerd.runc.v1.CheckpointOptions",
         runtimeoptions.Options: "runtimeoptions.v1.Options",
+        legacy_runc.CreateOptions: "containerd.linux.runc.CreateOptions",
         # Stats
         cgroups_v1.Metrics: "io.containerd.cgroups.v1.Metrics",
         cgroups_v2.Metrics: "io.containerd.cgroups.v2.Metrics",
@@ -74,6 +76,7 @@ RECEIVED_OPTIONS: Mapping[str, type[betterproto.Message]] = MappingProxyType(
     {
         "containerd.runc.v1.Options": runc_opts.Options,
         "runtimeoptions.v1.Options": runtimeoptions.Options,
+        "containerd.linux.runc.CreateOptions": legacy_runc.CreateOptions,
     }
 )
 

@@ -16,7 +16,6 @@ import shutil
 import signal
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ import anyio.abc
 from betterproto.lib.google.protobuf import Any as AnyMsg
 from betterproto.lib.google.protobuf import Empty
 
+from procfs import late_mounts
 from procfs.cgroups import CgroupRef
 from procfs.view import View
 from protos.gen.containerd import events
@@ -33,8 +33,8 @@ from protos.gen.containerd.runc import v1 as runc_opts
 from protos.gen.containerd.task import v2 as api
 from protos.gen.containerd.types import Mount
 from protos.gen.containerd.v1 import types as v1types
-from protos.gen.runtimeoptions import v1 as runtimeoptions
 from shim import mountutil, oom, spec, stats, trace
+from shim import options as runtime_options
 from shim.errors import RpcError
 from shim.events import Publisher
 from shim.identity import RUNC_ROOT
@@ -43,6 +43,7 @@ from shim.protoutil import GO_ZERO_TIME, pack_any
 from shim.reaper import Reaper, Watch
 from shim.runc import Runc, RuncError
 from shim.stdio import IOContext, ProcessIO
+from shim.sysinfo_notify import SysinfoNotifier
 
 log = logging.getLogger("shim.service")
 
@@ -64,7 +65,11 @@ def _timestamp(at: float | None) -> datetime:
 
 @dataclass
 class RuncOptions:
-    """containerd.runc.v1.Options, honoured as containerd-shim-runc-v2 does (configs carry over)."""
+    """The runtime options of a Create, honoured as containerd-shim-runc-v2 does.
+
+    Decoded by shim/options.py from whichever type containerd sent (runc Options, legacy
+    CreateOptions, runtimeoptions TOML); what it cannot honour fails the Create with
+    InvalidArgument naming it."""
 
     binary_name: str = ""
     root: str = ""
@@ -76,50 +81,23 @@ class RuncOptions:
     io_gid: int = 0
     criu_image_path: str = ""
     criu_work_path: str = ""
+    #: legacy CreateOptions' restore flags (`--tcp-established`, ...): a restore only
+    restore_flags: tuple[str, ...] = ()
 
     @classmethod
-    def from_any(cls, options: AnyMsg | None) -> RuncOptions:
-        if options is None or not options.type_url:
+    def from_any(cls, any_options: AnyMsg | None) -> RuncOptions:
+        if any_options is None:
             return cls()
-        if options.type_url.rsplit("/", 1)[-1] == "containerd.runc.v1.Options":
-            o = runc_opts.Options().parse(options.value)
-            return cls(o.binary_name, o.root, o.systemd_cgroup, o.no_pivot_root,
-                       o.no_new_keyring, o.shim_cgroup, o.io_uid, o.io_gid,
-                       o.criu_image_path, o.criu_work_path)
-        if options.type_url.rsplit("/", 1)[-1] == "runtimeoptions.v1.Options":
-            return cls.from_runtimeoptions(runtimeoptions.Options().parse(options.value))
-        return cls()
-
-    @classmethod
-    def from_runtimeoptions(cls, o: runtimeoptions.Options) -> RuncOptions:
-        """CRI (and `ctr --runtime-config-path`) configure non-runc runtimes with a TOML file
-        (or, in 2.x, its body): the keys of runc's Options table (`BinaryName`, `Root`,
-        `SystemdCgroup`, ...) carry over unchanged."""
         try:
-            if o.config_body:
-                table = tomllib.loads(bytes(o.config_body).decode())
-            elif o.config_path:
-                with open(o.config_path, "rb") as f:
-                    table = tomllib.load(f)
-            else:
-                return cls()
-        except (OSError, ValueError) as e:
-            raise RpcError.invalid_argument(f"runtime options {o.config_path}: {e}") from e
-        by_key = {k.replace("_", "").lower(): v for k, v in table.items()}
-        values = {}
-        for name, f in cls.__dataclass_fields__.items():
-            value = by_key.get(name.replace("_", "").lower())
-            if value is not None:
-                kind = type(f.default)
-                if not isinstance(value, kind):
-                    raise RpcError.invalid_argument(
-                        f"runtime options {o.config_path}: {name} must be {kind.__name__}")
-                values[name] = value
-        return cls(**values)
+            decoded = runtime_options.decode_any(any_options.type_url, bytes(any_options.value))
+        except runtime_options.OptionsError as e:
+            raise RpcError.invalid_argument(str(e)) from e
+        decoded.pop("task_api", None)  # `start`'s business (shim/config.py)
+        return cls(**decoded)  # type: ignore[arg-type]
 
     def write(self, bundle: str) -> None:
         """`options.json` (Go JSON: snake_case, zero values left out) is what `delete` reads."""
-        values = {k: v for k, v in vars(self).items() if v}
+        values = {k: v for k, v in vars(self).items() if v and k != "restore_flags"}
         with open(os.path.join(bundle, "options.json"), "w") as f:
             json.dump(values, f)
         with open(os.path.join(bundle, "runtime"), "w") as f:
@@ -181,14 +159,21 @@ def _checkpoint_flags(o: runc_opts.CheckpointOptions) -> list[str]:
 
 class TaskService:
     def __init__(self, *, namespace: str, reaper: Reaper, view: View, publisher: Publisher,
-                 task_group: anyio.abc.TaskGroup, on_idle: Callable[[], None]) -> None:
+                 task_group: anyio.abc.TaskGroup, on_idle: Callable[[], None],
+                 sysinfo: SysinfoNotifier | None = None) -> None:
         self.namespace = namespace
+        self._sysinfo = sysinfo
         self._reaper = reaper
         self._view = view
         self._events = publisher
         self._tg = task_group
         self._on_idle = on_idle
         self._containers: dict[str, Container] = {}
+        #: Creates under way: not in _containers until runc create returns, but a Shutdown
+        #: (for another container of the pod) must not take the shim away under them.
+        self._creating: set[str] = set()
+        #: monotonic time of the last request (shim/transport.py notes it)
+        self.last_request = time.monotonic()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -208,7 +193,8 @@ class TaskService:
         return c, p
 
     def has_containers(self) -> bool:
-        return bool(self._containers)
+        """Anything this shim still serves: created containers, or creates under way."""
+        return bool(self._containers or self._creating)
 
     def _runc_error(self, what: str, e: RuncError) -> RpcError:
         return RpcError.unknown(f"{what}: {e.detail}" if e.detail else what)
@@ -216,14 +202,25 @@ class TaskService:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def create(self, req: api.CreateTaskRequest) -> api.CreateTaskResponse:
-        if req.id in self._containers:
+        if req.id in self._containers or req.id in self._creating:
             raise RpcError.already_exists(f"container {req.id}")
+        self._creating.add(req.id)
+        try:
+            return await self._create(req)
+        finally:
+            self._creating.discard(req.id)
+
+    async def _create(self, req: api.CreateTaskRequest) -> api.CreateTaskResponse:
         bundle = req.bundle
         try:
             oci = spec.load(bundle)
         except spec.SpecError as e:
             raise RpcError.invalid_argument(str(e)) from e
         options = RuncOptions.from_any(req.options)
+        if options.restore_flags and not req.checkpoint:
+            raise RpcError.invalid_argument(
+                f"{runtime_options.LEGACY} restore options ({' '.join(options.restore_flags)}) "
+                "apply only to a create from a checkpoint")
         options.write(bundle)
         runc = Runc(self._reaper, root=os.path.join(options.root or RUNC_ROOT, self.namespace),
                     log_path=os.path.join(bundle, "log.json"),
@@ -253,6 +250,7 @@ class TaskService:
         if not c.checkpoint:
             init.io.release_child_fds()
             self._track_init(c, _read_pid(os.path.join(bundle, "init.pid")))
+            await self._mount_late_files(c)
         self._events.publish("/tasks/create", events.TaskCreate(
             container_id=req.id, bundle=bundle, rootfs=list(req.rootfs),
             io=events.TaskIo(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
@@ -268,6 +266,19 @@ class TaskService:
         c.cgroup = self._view.set_init_pid(c.id, pid)
         self._tg.start_soon(self._wait_init_exit, c)
         self._tg.start_soon(self._watch_oom, c)
+
+    async def _mount_late_files(self, c: Container) -> None:
+        """/proc files runc will not bind (vmstat, pressure): into the created container's
+        mount namespace now, before its start. A failure leaves the host's file (logged)."""
+        view = self._view.container(c.id)
+        files = late_mounts.late_files(view, spec.LATE_FILES) if view is not None else {}
+        if not files:
+            return
+        try:
+            done = await late_mounts.bind(c.init.pid, files, self._reaper.watch)
+            log.debug("mounted %s into %s", done, c.id)
+        except (OSError, TimeoutError) as e:
+            log.error("cannot mount %s into %s: %s", sorted(files), c.id, e)
 
     async def _watch_oom(self, c: Container) -> None:
         memory = c.cgroup.dir("memory") if c.cgroup else None
@@ -292,6 +303,8 @@ class TaskService:
                 c.rootfs_mounted = True
         sources = self._view.add(c.id, spec.cgroups_path(oci), spec.wanted_files(oci))
         spec.add_view_mounts(oci, sources)
+        if self._sysinfo is not None and not c.checkpoint:  # criu restores filters itself
+            self._sysinfo.prepare(c.id, oci)
         spec.save(c.bundle, oci)
         c.init.io = await ProcessIO.open(req.stdin, req.stdout, req.stderr, req.terminal,
                                          reaper=self._reaper,
@@ -303,6 +316,8 @@ class TaskService:
             with contextlib.suppress(RuncError):
                 await c.runc.delete(c.id, force=True)
             self._view.remove(c.id)
+            if self._sysinfo is not None:
+                self._sysinfo.forget(c.id)
             if c.rootfs_mounted:
                 mountutil.umount_all(os.path.join(c.bundle, "rootfs"))
 
@@ -346,7 +361,9 @@ class TaskService:
             if c.checkpoint:
                 await self._restore(c)
             else:
+                trace.mark("runc start")
                 await c.runc.start(c.id)
+                trace.mark("runc start done")
         except RuncError as e:
             what = "OCI runtime restore failed" if c.checkpoint else "OCI runtime start failed"
             raise self._runc_error(what, e) from e
@@ -367,6 +384,7 @@ class TaskService:
                                  os.path.join(c.bundle, "init.pid"), io.child,
                                  work_path=work,
                                  console_socket=io.console.path if io.console else "",
+                                 options=c.options.restore_flags,
                                  no_pivot=c.options.no_pivot_root)
             if io.console is not None:
                 await io.attach_console(self._tg)
@@ -388,12 +406,14 @@ class TaskService:
                                              dir=os.environ.get("XDG_RUNTIME_DIR")) as f:
                 json.dump(p.spec, f)
                 f.flush()
+                trace.mark("runc exec")
                 await c.runc.exec(c.id, f.name, pid_file, p.io.child,
                                   console_socket=p.io.console.path if p.io.console else "")
             if p.io.console is not None:
                 await p.io.attach_console(self._tg)
             p.io.release_child_fds()
             p.pid = _read_pid(pid_file)
+            trace.mark("runc exec done")
         except BaseException as e:
             # the exec never ran: it is stopped with runc's own exit code (Wait returns)
             with anyio.CancelScope(shield=True):
@@ -446,11 +466,13 @@ class TaskService:
             return api.DeleteResponse(pid=p.pid, exit_status=p.exit_status,
                                       exited_at=_timestamp(p.exited_at))
         if c.init.pid or not c.checkpoint:
+            trace.mark("runc delete")
             try:
                 await c.runc.delete(c.id, force=p.status is Status.CREATED)
             except RuncError as e:
                 if "does not exist" not in e.detail:
                     raise self._runc_error("failed to delete task", e) from e
+            trace.mark("runc delete done")
         if not p.exited.is_set() and p.pid:
             with anyio.move_on_after(2):  # runc delete killed a created init: collect it
                 await p.exited.wait()
@@ -460,6 +482,8 @@ class TaskService:
         for e in c.execs.values():
             await e.io.aclose()
         self._view.remove(c.id)
+        if self._sysinfo is not None:
+            self._sysinfo.forget(c.id)
         if c.rootfs_mounted:
             try:
                 mountutil.umount_all(os.path.join(c.bundle, "rootfs"))
@@ -624,6 +648,6 @@ class TaskService:
         return api.ConnectResponse(shim_pid=os.getpid(), task_pid=c.init.pid if c else 0)
 
     async def shutdown(self, req: api.ShutdownRequest) -> Empty:
-        if not self._containers:
+        if not self.has_containers():
             self._on_idle()
         return Empty()

@@ -16,6 +16,11 @@ PROC_ALLOWED = frozenset({
     "/proc/swaps", "/proc/uptime", "/proc/loadavg", "/proc/slabinfo",
 })
 SYS_FILES = frozenset({"/sys/devices/system/cpu/online"})
+#: Files runc refuses to bind at create: the shim mounts them into the created container's
+#: mount namespace before `runc start` (procfs/late_mounts.py).
+LATE_FILES = frozenset({
+    "/proc/vmstat", "/proc/pressure/cpu", "/proc/pressure/memory", "/proc/pressure/io",
+})
 
 #: Every file the view renders, by the short name annotations use.
 FILE_NAMES = {
@@ -28,9 +33,16 @@ FILE_NAMES = {
     "swaps": "/proc/swaps",
     "slabinfo": "/proc/slabinfo",
     "cpu-online": "/sys/devices/system/cpu/online",
+    "vmstat": "/proc/vmstat",
+    "pressure-cpu": "/proc/pressure/cpu",
+    "pressure-memory": "/proc/pressure/memory",
+    "pressure-io": "/proc/pressure/io",
 }
 #: Virtualized unless annotations say otherwise: all of them, as lxcfs setups bind them all.
 DEFAULT_FILES = tuple(FILE_NAMES.values())
+#: What the shim answers besides files, selected by the same annotations (on by default):
+#: ``sysinfo`` is the syscall, answered through seccomp (shim/sysinfo_notify.py).
+FEATURES = frozenset({"sysinfo"})
 
 #: Per-container selection (OCI annotations; Kubernetes pods reach them through containerd's
 #: ``pod_annotations`` passthrough). Lists are comma- or space-separated short names
@@ -82,12 +94,18 @@ def has_private_pid_ns(spec: Mapping[str, Any]) -> bool:
     return any(ns.get("type") == "pid" and not ns.get("path") for ns in namespaces)
 
 
+def _words(value: str) -> list[str]:
+    return value.replace(",", " ").split()
+
+
 def _file_list(value: str, annotation: str) -> list[str]:
     out = []
-    for word in value.replace(",", " ").split():
+    for word in _words(value):
+        if word in FEATURES:
+            continue
         path = FILE_NAMES.get(word, word)
         if path not in FILE_NAMES.values():
-            known = ", ".join(FILE_NAMES)
+            known = ", ".join([*FILE_NAMES, *sorted(FEATURES)])
             raise SpecError(f"{annotation}: unknown file {word!r} (known: {known})")
         out.append(path)
     return out
@@ -111,6 +129,17 @@ def selected_files(spec: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys(files))
 
 
+def sysinfo_selected(spec: Mapping[str, Any]) -> bool:
+    """Whether the annotations leave sysinfo(2) to the shim (they do unless they opt out:
+    ``disable`` all or ``sysinfo``, or a ``files`` list without ``sysinfo``)."""
+    selected_files(spec)  # the same validation: a typo fails the create
+    notes = annotations(spec)
+    if ANNOTATION_FILES in notes and "sysinfo" not in _words(str(notes[ANNOTATION_FILES])):
+        return False
+    disable = str(notes.get(ANNOTATION_DISABLE, "")).strip()
+    return disable.lower() not in _ALL and "sysinfo" not in _words(disable)
+
+
 def wanted_files(spec: Mapping[str, Any]) -> list[str]:
     """Files to virtualize: the selection, minus targets the user has mounted something of
     their own over, minus files whose filesystem the container does not mount (a bind onto
@@ -130,13 +159,16 @@ def wanted_files(spec: Mapping[str, Any]) -> list[str]:
 def add_view_mounts(spec: dict[str, Any], sources: Mapping[str, str]) -> list[str]:
     """Append read-only binds of `sources` (target -> host path); they must come after /proc.
 
-    Returns the targets added. Targets runc would refuse are rejected here with a clear error
-    instead of a runc failure later.
+    Returns the targets added. :data:`LATE_FILES` are left to the shim (mounted after create);
+    other targets runc would refuse are rejected here with a clear error instead of a runc
+    failure later.
     """
     added = []
     mounts = spec.setdefault("mounts", [])
     taken = {os.path.normpath(m.get("destination", "")) for m in mounts}
     for target, source in sources.items():
+        if target in LATE_FILES:
+            continue
         if target not in PROC_ALLOWED | SYS_FILES:
             raise SpecError(f"{target} cannot be bind-mounted by runc")
         if target in taken:

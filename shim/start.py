@@ -4,8 +4,9 @@ containerd reads stdout and stderr *together* and waits for both to close, so th
 nothing but the address and the daemon gets /dev/null for its stdio (it logs to the bundle's
 `log` fifo). Stdlib only: this runs once per container on the create path.
 
-What it prints depends on the task API the operator chose (shim/config.py): the plain
-address by default, bootstrap JSON for containerd 2.x's v3 ttrpc or gRPC on request.
+stdin is containerd 2.3+'s BootstrapParams or an older containerd's options Any
+(shim/bootstrap.py); the answer is a BootstrapResult for the former, the plain address or
+bootstrap JSON for the latter, for the task API shim/config.py picks.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import os
 import sys
 from types import SimpleNamespace
 
-from shim import config, shimcgroup, trace
+from shim import bootstrap, config, shimcgroup, startlog, trace
 from shim.identity import (
     SHIM_NAME,
+    STATE_DIR,
+    ZYGOTE_PREFIX,
+    SocketLock,
     group_annotations,
     group_id,
+    instance_alive,
     quietly,
     shim_alive,
     socket_path,
@@ -33,7 +38,11 @@ _PROBE_TIMEOUT = 0.1
 
 
 def _bind(path: str) -> _socket.socket | None:
-    """Bind the shim socket; None when a live shim already owns it."""
+    """Bind the shim socket; None when a live shim already owns it (call under SocketLock).
+
+    A shim that got its Shutdown removed its socket before answering, so "alive" here means
+    "can still serve a Create", and a refused probe means a dead shim's leftover file.
+    """
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     for _ in range(2):
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -71,8 +80,21 @@ def _self_command() -> list[str]:
     return [sys.executable, "-I", "-m", "shim"]
 
 
-#: Room in the zygote's argv for its children's command lines (see shim/zygote.py).
-_TITLE_ROOM = 768
+def _remove_dead_zygote_sockets() -> None:
+    """Sockets of zygotes that were killed outright (SIGKILL, OOM): nothing listens on them.
+
+    Called under SocketLock, which a zygote holds from bind to listen: a refused connect is
+    a dead zygote's file, never one that is about to listen.
+    """
+    try:
+        names = os.listdir(STATE_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(ZYGOTE_PREFIX) and name.endswith(".sock"):
+            path = os.path.join(STATE_DIR, name)
+            if not shim_alive(path, _PROBE_TIMEOUT):
+                quietly(os.unlink, path)
 
 
 def _launch_zygote(path: str) -> None:
@@ -82,7 +104,7 @@ def _launch_zygote(path: str) -> None:
     try:
         os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
         zygote = subprocess.Popen(
-            [*_self_command(), "-zygote", path, "-zygote-pad=" + "x" * _TITLE_ROOM],
+            [*_self_command(), "-zygote", path],
             cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, start_new_session=True)
         zygote.returncode = 0  # it outlives us
@@ -101,7 +123,8 @@ def _fork_from_zygote(argv: list[str], bundle: str, sock: _socket.socket) -> int
         try:
             client.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
-            quietly(os.unlink, path)  # a dead zygote's socket
+            with SocketLock():
+                _remove_dead_zygote_sockets()  # this one's too, if it was killed
             _launch_zygote(path)
             return None
         except OSError:
@@ -160,26 +183,46 @@ def start(args: SimpleNamespace) -> int:
         return 2
     bundle = os.getcwd()
     try:
-        raw_options = config.read_stdin_options()
-        mode = config.resolve(raw_options, os.environ)
-    except config.ConfigError as e:
+        given = bootstrap.parse(config.read_stdin(), args.id, args.namespace)
+        mode, note = config.resolve(given.options, os.environ, bootstrap=given.bootstrap,
+                                    containerd_version=given.containerd_version)
+        cgroup = str(given.options.get("shim_cgroup", ""))
+        if cgroup:
+            shimcgroup.check(cgroup)
+    except (ValueError, OSError) as e:  # ConfigError, StartInputError, a missing cgroup
         print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
         return 1
+    _warn(bundle, args, given, note)
+    if given.ttrpc_address:  # the serving process publishes events there
+        os.environ["TTRPC_ADDRESS"] = given.ttrpc_address
     group = group_id(args.id, group_annotations(bundle))
-    path = socket_path(args.address, args.namespace, group)
+    path = socket_path(args.address, args.namespace, group, given.socket_dir)
     state = state_dir(args.address, args.namespace, group)
-    sock = _bind(path)
+    with SocketLock():
+        try:
+            sock = _bind(path)
+        except OSError as e:  # e.g. a socket_dir too long for AF_UNIX: one line, not a traceback
+            print(f"{SHIM_NAME} start: socket {path}: {e.strerror or e}", file=sys.stderr)
+            return 1
+        if sock is None:
+            served = config.read_record(state) or config.V2
+        else:
+            try:
+                config.write_record(state, mode)
+            except BaseException:
+                sock.close()
+                os.unlink(path)
+                raise
     if sock is None:
         # The group's shim already runs: print what *it* serves, whatever the setting is now.
-        _answer(bundle, config.read_record(state) or config.V2, path)
+        _answer(bundle, served, path, given.bootstrap)
         return 0
     try:
-        config.write_record(state, mode)
         argv = ["-namespace", args.namespace, "-id", args.id, "-address", args.address,
                 "-group", group, "-task-api", mode]
         if args.publish_binary:
             argv += ["-publish-binary", args.publish_binary]
-        if args.debug:
+        if args.debug or given.debug:
             argv.append("-debug")
         trace.mark("start: socket bound")
         pid = _fork_from_zygote(argv, bundle, sock) or _exec_daemon(argv, bundle, sock)
@@ -188,21 +231,41 @@ def start(args: SimpleNamespace) -> int:
         raise
     finally:
         sock.close()
-    if cgroup := shimcgroup.from_options(raw_options):
+    if cgroup:
         try:
             shimcgroup.apply(pid, cgroup)
-        except OSError as e:  # the Go shim fails start too
-            quietly(os.kill, pid, 9)
-            os.unlink(path)
+        except OSError as e:  # removed since the check, or not writable
+            _kill_launched(pid, path, state)
             print(f"{SHIM_NAME} start: {e}", file=sys.stderr)
             return 1
     _copy_oom_score(pid)
-    _answer(bundle, mode, path)
+    _answer(bundle, mode, path, given.bootstrap)
     trace.mark("start: address printed")
     return 0
 
 
-def _answer(bundle: str, mode: str, path: str) -> None:
+def _kill_launched(pid: int, path: str, state: str) -> None:
+    """Undo a launched shim: SIGKILL, then remove what it may have made (view, socket)."""
+    import time
+
+    from shim import cleanup, mountutil
+
+    quietly(os.kill, pid, 9)
+    deadline = time.monotonic() + 2
+    while instance_alive(pid) and time.monotonic() < deadline:  # (a zombie counts as gone)
+        time.sleep(0.01)
+    cleanup.remove_dead_shims(path, state, mountutil.mountpoints())
+
+
+def _warn(bundle: str, args: SimpleNamespace, given: bootstrap.StartInput, note: str) -> None:
+    """What containerd should know but `start`'s answer cannot carry: into its log."""
+    for message in ([note] if note else []) + [
+            f"BootstrapParams extension {url!r} is not known to this shim: ignored"
+            for url in given.ignored]:
+        startlog.warn(bundle, message, args.namespace, args.id)
+
+
+def _answer(bundle: str, mode: str, path: str, bootstrapped: bool) -> None:
     """Write `<bundle>/address` where containerd may read it, and print the start output.
 
     containerd 1.6/1.7 reconnect after a restart from `address` (ttrpc); 2.x reads its own
@@ -211,4 +274,5 @@ def _answer(bundle: str, mode: str, path: str) -> None:
     """
     if mode != config.V3_GRPC:
         _write_address(bundle, "unix://" + path)
-    print(config.start_output(mode, path))
+    sys.stdout.buffer.write(config.start_output(mode, path, bootstrap=bootstrapped))
+    sys.stdout.flush()

@@ -249,6 +249,11 @@ class ProcessIO:
                     tg.start_soon(console.copy, self._term_in, self._master)
                 if self._term_out >= 0:
                     await console.copy(self._master, self._term_out)
+                    # as runc.v2: output ends with the process, so close our end of stdout
+                    # now; containerd 2.x's ctr waits for that EOF before it deletes the exec
+                    out, self._term_out = self._term_out, -1
+                    with contextlib.suppress(OSError):
+                        os.close(out)
                 else:
                     await anyio.sleep_forever()
                 tg.cancel_scope.cancel()  # output ended: the process is gone

@@ -7,7 +7,9 @@ byte-identical messages, so the v2 classes decode either on every transport.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import betterproto
 
@@ -48,9 +50,21 @@ def _unimplemented(name: str) -> Callable[[betterproto.Message], Awaitable[bette
     return call
 
 
+def _noting(service: TaskService, call: Callable[[Any], Awaitable[betterproto.Message]]
+            ) -> Callable[[Any], Awaitable[betterproto.Message]]:
+    """`call`, recording when the service last heard from containerd (its unused exit)."""
+
+    async def noted(request: Any) -> betterproto.Message:
+        service.last_request = time.monotonic()
+        return await call(request)
+
+    return noted
+
+
 def task_methods(service: TaskService) -> dict[str, Method]:
     return {
-        name: Method(request, getattr(service, attr, None) or _unimplemented(name))
+        name: Method(request, _noting(service, getattr(service, attr, None)
+                                      or _unimplemented(name)))
         for name, (request, attr) in _RPCS.items()
     }
 

@@ -60,27 +60,42 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """Yield (field number, value) for varint and length-delimited fields."""
+def typed_fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """Yield (field number, wire type, value): varints as int, everything else as bytes.
+
+    Raises ValueError on anything a protobuf parser would refuse (truncation, groups,
+    field number 0), so garbage is told apart from a message with unknown fields.
+    """
     pos = 0
-    while pos < len(data):
+    end = len(data)
+    while pos < end:
         key, pos = _read_varint(data, pos)
         number, kind = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("invalid field number 0")
         if kind == 0:
             value, pos = _read_varint(data, pos)
-            yield number, value
-        elif kind == 2:
+            yield number, kind, value
+            continue
+        if kind == 2:
             length, pos = _read_varint(data, pos)
-            if pos + length > len(data):
-                raise ValueError("truncated field")
-            yield number, data[pos : pos + length]
-            pos += length
         elif kind == 1:
-            pos += 8
+            length = 8
         elif kind == 5:
-            pos += 4
+            length = 4
         else:
-            raise ValueError(f"unsupported wire type {kind}")
+            raise ValueError(f"unsupported wire type {kind} (field {number})")
+        if pos + length > end:
+            raise ValueError(f"truncated field {number}")
+        yield number, kind, data[pos : pos + length]
+        pos += length
+
+
+def fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """Yield (field number, value) for varint and length-delimited fields."""
+    for number, kind, value in typed_fields(data):
+        if kind in (0, 2):
+            yield number, value
 
 
 def unpack_any(data: bytes) -> tuple[str, bytes]:

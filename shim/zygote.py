@@ -17,15 +17,20 @@ hand-over; with none ready (a burst of starts), a fresh one is forked and handed
 A spare keeps the zygote's command line (`ps` shows it as a second `-zygote` process, and
 `install.sh` stops both alike) and exits when the zygote closes its end.
 
-Protocol (unix socket, root only): `start` sends one request, NUL-separated fields
+Protocol (unix socket; callers of our uid in our namespaces and cgroups, others get `0` and
+exec the shim themselves): `start` sends one request, NUL-separated fields
 `<argc> <argv...> <cwd> <NAME=value...>` (so `start` needs no json), with the shim's listening
 socket as SCM_RIGHTS; the zygote answers the shim's pid in decimal. Zygote to spare: the
 request's length (4 bytes) and bytes, the listening socket attached.
 The zygote exits after `IDLE_SECONDS` without requests; `start` falls back to exec'ing the
 serving process whenever the zygote is not there, and starts a new zygote for next time.
 
-The socket name carries a fingerprint of the code (`zygote_socket` in shim/identity.py), so an
-upgraded or edited installation never gets children of an old image.
+The socket name carries a fingerprint of the code and one of the caller's surroundings
+(`zygote_socket`, `process_context` in shim/identity.py): an upgraded or edited installation
+never gets children of an old image, and a containerd in another mount namespace, cgroup or
+user namespace gets its own zygote, launched by its own `start`, so its shims live where an
+exec'd shim would (a forked shim inherits the zygote's namespaces and cgroups, not the caller's).
+Forked shims show a clean title (setproctitle), not the zygote's command line.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ import os
 import signal
 import socket
 import sys
+import time
 
 from shim import trace
-from shim.identity import SHIM_NAME
+from shim.identity import SHIM_NAME, SocketLock, file_identity, process_context
 
 IDLE_SECONDS = float(os.environ.get("CONTAINERD_SHIM_LXCFS_ZYGOTE_IDLE", "300"))
 #: After a hand-over, wait this long before forking the next spare: the fork would compete
@@ -69,34 +75,34 @@ def _warm_up() -> None:
                 value().parse(bytes(value()))
     for cls in (Mount, Status, KeyValue, Request, Response):
         cls().parse(bytes(cls()))
+    with contextlib.suppress(ImportError):
+        import setproctitle  # noqa: F401  (children set their titles with it)
 
 
-def _set_cmdline(argv: list[str]) -> None:
+def _set_title(argv: list[str]) -> None:
     """Show the child as `containerd-shim-lxcfs-v2 -namespace … -id …` in ps/pgrep.
 
-    The zygote was started with a padded argv, so its argument area has room: overwrite it in
-    place (what setproctitle does), NUL-padded, keeping the last byte NUL.
+    setproctitle rewrites the argument area (moving the environment out of the way when the
+    title needs more room), as one string: /proc/<pid>/cmdline holds the title with spaces.
     """
     try:
-        with open("/proc/self/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
-        import ctypes
-
-        title = "\0".join([SHIM_NAME, *argv]).encode() + b"\0"
-        size = end - start
-        ctypes.memmove(start, title[: size - 1].ljust(size, b"\0"), size)
-    except (OSError, ValueError, IndexError):
-        pass
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(" ".join([SHIM_NAME, *argv]))
 
 
 def _assume(request: dict) -> list[str]:
-    """Take on the process-wide identity `start` asked for: cwd, environment, title; argv."""
+    """Take on the process-wide identity `start` asked for: title, cwd, environment; argv.
+
+    The title first: setproctitle's first call finds the room for it in the original
+    argument and environment area, which clearing the environment would scatter.
+    """
+    argv = [str(a) for a in request["argv"]]
+    _set_title(argv)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    argv = [str(a) for a in request["argv"]]
-    _set_cmdline(argv)
     sys.argv = [SHIM_NAME, *argv]
     return argv
 
@@ -240,10 +246,12 @@ def _handle(conn: socket.socket, server: socket.socket, spare: _Spare | None) ->
         os.close(listener)
 
 
-def _peer_is_root(conn: socket.socket) -> bool:
+def _peer_may_fork(conn: socket.socket, context: str) -> bool:
+    """A `start` of our uid in the same namespaces and cgroups (identity.process_context):
+    a shim forked for anyone else would live where containerd would not have exec'd it."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-    _, uid, _ = array.array("i", creds)
-    return uid == os.geteuid()
+    pid, uid, _ = array.array("i", creds)
+    return uid == os.geteuid() and process_context(pid) == context
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -257,19 +265,31 @@ def serve(path: str) -> int:
     _warm_up()
     gc.collect()
     gc.freeze()
+    context = process_context()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        server.bind(path)
-    except OSError:
-        server.close()
-        return 0  # another zygote of the same code won the race
-    try:
+    with SocketLock():  # bind to listen: `start` must never see our socket refuse
+        try:
+            server.bind(path)
+        except OSError:
+            server.close()
+            return 0  # another zygote of the same code won the race
         os.chmod(path, 0o600)
         server.listen(64)
+        identity = file_identity(path)
+    try:
         spare: _Spare | None = None
+        last_request = time.monotonic()
         while True:
-            # the next spare is forked once the last shim had SPARE_DELAY to start alone
-            server.settimeout(SPARE_DELAY if spare is None else IDLE_SECONDS)
+            # the next spare is forked once the last shim had SPARE_DELAY to start alone;
+            # idleness counts from the last request, not the last connect: `start` probes
+            # every zygote socket when it sweeps dead ones, which must not keep us alive
+            if spare is None:
+                timeout = SPARE_DELAY
+            else:
+                timeout = IDLE_SECONDS - (time.monotonic() - last_request)
+                if timeout <= 0:
+                    return 0
+            server.settimeout(timeout)
             try:
                 conn, _ = server.accept()
             except TimeoutError:
@@ -282,12 +302,18 @@ def serve(path: str) -> int:
                 continue
             with conn:
                 conn.settimeout(5)
-                if _peer_is_root(conn):
+                if _peer_may_fork(conn, context):
                     with contextlib.suppress(OSError, ValueError, EOFError):
                         spare = _handle(conn, server, spare)
+                        last_request = time.monotonic()
+                else:  # `start` execs the shim itself
+                    with contextlib.suppress(OSError):
+                        conn.sendall(b"0")
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        with SocketLock():  # only our own file: never a successor's at the same path
+            if file_identity(path) == identity:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         server.close()
         if spare is not None:
             spare.ctl.close()  # EOF: the spare exits

@@ -2,7 +2,12 @@
 
 Fixtures
 --------
-containerd (session)      harness.PrivateContainerd, started and answering. Attributes:
+containerd (session)      harness.PrivateContainerd, started and answering, once per containerd
+                          release of the matrix (harness.CONTAINERD_MATRIX: Debian's 1.6,
+                          1.7.35, 2.4.2; param ids "1.6", "1.7.35", "2.4.2", so a failure reads
+                          `test_x[2.4.2-lxcfs]`; $LXCFS_TEST_CONTAINERD="1.6,2.4.2" narrows it
+                          on purpose). A release whose binaries are missing FAILS its tests
+                          with a message saying how to get it. Attributes:
                           address, ttrpc_address, namespace, log_path, config_path, tmpdir,
                           env, shim_bin_dir; helpers ctr(*args, input=None, timeout=60,
                           check=False) -> CompletedProcess, run(runtime, rootfs, cid, *cmd,
@@ -14,8 +19,13 @@ containerd (session)      harness.PrivateContainerd, started and answering. Attr
                           session if shims, FUSE mounts or shim sockets of it are left behind.
 busybox_rootfs (session)  pathlib.Path of a rootfs built from /bin/busybox.
 runtime                   "io.containerd.runc.v2" (id runc) or "io.containerd.lxcfs.v2" (id lxcfs).
+containerd_release        a harness.ContainerdRelease of the matrix (binaries present), for tests
+                          that run a containerd binary themselves.
 cid                       a fresh container id; after the test the container is force-removed
                           and the test FAILS if its shim process, socket or mounts remain.
+
+Tests marked `one_containerd` run against the newest release only (they check the shim, not
+containerd, and the matrix must fit CI's time budget; see README "Test matrix").
 
 Core tests are never skipped: not being root, or a missing containerd/ctr/runc/busybox, is a
 failure with a message that says what to install.
@@ -36,6 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 from harness import LXCFS_RUNTIME, RUNC_RUNTIME, HarnessError, PrivateContainerd
 
+
+def _release_params() -> list:
+    try:
+        releases = harness.selected_releases()
+    except HarnessError as e:
+        raise pytest.UsageError(str(e)) from None
+    return [pytest.param(r, id=r.version) for r in releases]
+
+
+RELEASES = _release_params()
+
 RUNTIMES = [
     pytest.param(RUNC_RUNTIME, id="runc"),
     pytest.param(LXCFS_RUNTIME, id="lxcfs"),
@@ -48,12 +69,33 @@ def pytest_configure(config):
         "lxcfs_view: asserts the per-container /proc view that only io.containerd.lxcfs.v2 gives",
     )
     config.addinivalue_line("markers", "e2e: drives a real containerd, runc and FUSE (root only)")
+    config.addinivalue_line(
+        "markers",
+        "one_containerd: runs against the newest containerd of the matrix only (checks the shim)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """`one_containerd` tests keep only the newest selected release's instance."""
+    newest = RELEASES[-1].values[0] if RELEASES else None
+    keep, drop = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        release = spec.params.get("containerd") if spec else None
+        if release is not None and release is not newest and item.get_closest_marker(
+                "one_containerd"):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _require_e2e_prerequisites() -> None:
     problems = []
     if os.geteuid() != 0:
-        problems.append(f"e2e tests need root (euid={os.geteuid()}): sudo ./install.sh --test")
+        problems.append(f"e2e tests need root (euid={os.geteuid()}): ./install.sh --test as root")
     for tool, pkg in (("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc")):
         if shutil.which(tool) is None:
             problems.append(f"`{tool}` not on PATH: apt-get install {pkg} (install.sh does)")
@@ -63,11 +105,27 @@ def _require_e2e_prerequisites() -> None:
         pytest.fail("e2e prerequisites missing:\n  " + "\n  ".join(problems), pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def containerd():
+@pytest.fixture(params=RELEASES)
+def containerd_release(request) -> harness.ContainerdRelease:
+    """A release of the matrix whose binaries are installed (else the test FAILS, saying how)."""
+    release: harness.ContainerdRelease = request.param
+    missing = release.missing()
+    if missing:
+        pytest.fail(f"containerd {release.version} is not installed (missing {missing}); "
+                    f"it is {release.how}", pytrace=False)
+    return release
+
+
+@pytest.fixture(scope="session", params=RELEASES)
+def containerd(request):
     _require_e2e_prerequisites()
+    release: harness.ContainerdRelease = request.param
+    missing = release.missing()
+    if missing:
+        pytest.fail(f"containerd {release.version} is not installed (missing {missing}); "
+                    f"it is {release.how}", pytrace=False)
     try:
-        c = PrivateContainerd().start()
+        c = PrivateContainerd(containerd=release.containerd, ctr=release.ctr).start()
     except HarnessError as e:
         pytest.fail(f"could not start a private containerd: {e}", pytrace=False)
     leftovers: list[str] = []

@@ -92,17 +92,34 @@ def _json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
-def build_image(rootfs: str | os.PathLike, name: str, dest: str | os.PathLike, *,
+@dataclass(frozen=True)
+class ImageBlobs:
+    """One image's content-addressed parts, as a registry serves them."""
+
+    manifest: bytes
+    manifest_digest: str
+    config: bytes
+    config_digest: str
+    layer: bytes
+    layer_digest: str
+
+    def blobs(self) -> dict[str, bytes]:
+        return {self.config_digest: self.config, self.layer_digest: self.layer}
+
+
+def image_blobs(rootfs: str | os.PathLike | None = None, *, layer: bytes | None = None,
                 entrypoint: Sequence[str] = (), cmd: Sequence[str] = (),
-                env: Sequence[str] = (DEFAULT_PATH,)) -> ImageInfo:
-    """Write an OCI image archive of `rootfs` to `dest`, to be imported as `name`."""
-    layer = layer_tar(Path(rootfs))
+                env: Sequence[str] = (DEFAULT_PATH,), user: str = "") -> ImageBlobs:
+    """Layer (of `rootfs`, or a prebuilt `layer`), config and manifest of one image."""
+    if layer is None:
+        assert rootfs is not None
+        layer = layer_tar(Path(rootfs))
     layer_digest = _digest(layer)
     config = _json({
         "architecture": goarch(),
         "os": "linux",
         "config": {"Entrypoint": list(entrypoint) or None, "Cmd": list(cmd) or None,
-                   "Env": list(env), "WorkingDir": "/"},
+                   "Env": list(env), "WorkingDir": "/", **({"User": user} if user else {})},
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
         "history": [{"created_by": "tests/cri_images.py", "created": "1970-01-01T00:00:00Z"}],
         "created": "1970-01-01T00:00:00Z",
@@ -114,7 +131,18 @@ def build_image(rootfs: str | os.PathLike, name: str, dest: str | os.PathLike, *
         "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config)},
         "layers": [{"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": len(layer)}],
     })
-    manifest_digest = _digest(manifest)
+    return ImageBlobs(manifest, _digest(manifest), config, config_digest, layer,
+                      layer_digest)
+
+
+def build_image(rootfs: str | os.PathLike, name: str, dest: str | os.PathLike, *,
+                entrypoint: Sequence[str] = (), cmd: Sequence[str] = (),
+                env: Sequence[str] = (DEFAULT_PATH,)) -> ImageInfo:
+    """Write an OCI image archive of `rootfs` to `dest`, to be imported as `name`."""
+    image = image_blobs(rootfs, entrypoint=entrypoint, cmd=cmd, env=env)
+    manifest, manifest_digest = image.manifest, image.manifest_digest
+    layer, layer_digest = image.layer, image.layer_digest
+    config, config_digest = image.config, image.config_digest
     index = _json({
         "schemaVersion": 2,
         "mediaType": MEDIA_INDEX,

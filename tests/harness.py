@@ -23,7 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import peer_builds as peers
 
 RUNC_RUNTIME = "io.containerd.runc.v2"
 LXCFS_RUNTIME = "io.containerd.lxcfs.v2"
@@ -112,7 +115,10 @@ def process_cmdlines() -> dict[int, list[str]]:
         except OSError:
             continue
         if raw:  # zombies and kernel threads have an empty cmdline
-            out[int(entry)] = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+            argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+            if len(argv) == 1 and " " in argv[0]:
+                argv = argv[0].split()  # a title set with setproctitle (forked shims)
+            out[int(entry)] = argv
     return out
 
 
@@ -125,6 +131,24 @@ def _flag_value(argv: list[str], flag: str) -> str | None:
             if arg.startswith(prefix + "="):
                 return arg[len(prefix) + 1 :]
     return None
+
+
+def remove_empty_cgroups(name: str) -> None:
+    """rmdir `/sys/fs/cgroup[/<controller>]/<name>` bottom-up where nothing lives in it.
+
+    containerd puts a namespace's containers under `/<namespace>/<id>`; runc removes the
+    container's cgroup, the namespace's stays. rmdir fails on a cgroup with tasks or children,
+    so a cgroup someone still uses (k8s.io is shared by every CRI containerd) is never touched.
+    """
+    root = Path("/sys/fs/cgroup")
+    for top in [root / name, *root.glob(f"*/{name}")]:
+        if not top.is_dir():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            top.rmdir()
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1):
@@ -173,6 +197,87 @@ def build_busybox_rootfs(dest: str | os.PathLike, busybox: str = "/bin/busybox")
     return root
 
 
+# --------------------------------------------------------------------------- the matrix
+
+
+@dataclass(frozen=True)
+class ContainerdRelease:
+    """One containerd of the test matrix, with its own ctr and runc shim (the reference runtime).
+
+    `version` is the pytest param id ("1.6", "1.7.35", "2.4.2"); `how` says how to get it when
+    its binaries are missing.
+    """
+
+    version: str
+    bin_dir: Path
+    how: str
+
+    @property
+    def containerd(self) -> str:
+        return str(self.bin_dir / "containerd")
+
+    @property
+    def ctr(self) -> str:
+        return str(self.bin_dir / "ctr")
+
+    def missing(self) -> list[str]:
+        return [str(self.bin_dir / b) for b in ("containerd", "ctr", "containerd-shim-runc-v2")
+                if not os.access(self.bin_dir / b, os.X_OK)]
+
+
+def _peer_release(peer: peers.Peer) -> ContainerdRelease:
+    return ContainerdRelease(
+        peer.version.lstrip("v"), peer.bin_dir,
+        f"built from {peer.module}@{peer.version} by `install.sh --test` (tests/peer_builds.py; "
+        "needs Go and the Go module proxy)")
+
+
+#: Debian 12's containerd (apt, /usr/bin), the newest 1.7 and 2.x (tests/peer_builds.py).
+CONTAINERD_MATRIX = (
+    ContainerdRelease("1.6", Path("/usr/bin"), "Debian 12 package `containerd` (install.sh)"),
+    _peer_release(peers.CONTAINERD_17),
+    _peer_release(peers.CONTAINERD_2),
+)
+#: The release the single-version suites (CRI, critest, crictl) run against.
+NEWEST = CONTAINERD_MATRIX[-1]
+
+
+def selected_releases() -> list[ContainerdRelease]:
+    """The matrix, or the subset named in $LXCFS_TEST_CONTAINERD ("1.6,2.4.2"): an explicit
+    choice, so a node without Go can run the 1.6 column on purpose (never silently)."""
+    wanted = os.environ.get("LXCFS_TEST_CONTAINERD", "").replace(",", " ").split()
+    if not wanted:
+        return list(CONTAINERD_MATRIX)
+    known = {r.version: r for r in CONTAINERD_MATRIX}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise HarnessError(f"LXCFS_TEST_CONTAINERD: unknown {unknown}; known: {list(known)}")
+    return [known[w] for w in wanted]
+
+
+def binary_version(binary: str) -> tuple[int, int, int]:
+    """(major, minor, patch) from `<binary> --version` (containerd and ctr print it alike)."""
+    r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    m = re.search(r"\bv?(\d+)\.(\d+)\.(\d+)", r.stdout)
+    if r.returncode != 0 or not m:
+        raise HarnessError(f"{binary} --version: exit {r.returncode}: {r.stdout}{r.stderr}")
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+#: Lines containerd 2.2+'s ctr prints on stderr for every call on a cgroup v1 host; they are
+#: about the host, not the command, so ctr() drops them (tests compare stderr exactly).
+CTR_HOST_WARNINGS = re.compile(
+    rb"^.*(cgroup v1 (support )?is deprecated|support for cgroup v1 is deprecated).*(\r?\n)?",
+    re.MULTILINE | re.IGNORECASE)
+
+
+def drop_host_warnings(stderr: str | bytes) -> str | bytes:
+    if isinstance(stderr, bytes):
+        return CTR_HOST_WARNINGS.sub(b"", stderr)
+    return CTR_HOST_WARNINGS.sub(b"", stderr.encode()).decode()
+
+
 # --------------------------------------------------------------------------- containerd
 
 
@@ -199,13 +304,25 @@ disabled_plugins = [{disabled}]
   path = "{opt}"
 """
 
+#: containerd 2.x: config version 3 (2.4 migrates it to its own version 4 on load), the CRI
+#: plugin split into io.containerd.cri.v1.{runtime,images} plus the streaming grpc.v1.cri.
+CONFIG_TEMPLATE_V3 = CONFIG_TEMPLATE.replace("version = 2", "version = 3", 1)
+CRI_PLUGINS_V2 = ('"io.containerd.grpc.v1.cri"',)
+CRI_PLUGINS_V3 = ('"io.containerd.grpc.v1.cri"', '"io.containerd.cri.v1.runtime"',
+                  '"io.containerd.cri.v1.images"')
+
 
 class PrivateContainerd:
     """A containerd of our own: root, state, grpc and ttrpc sockets in a short tmp dir.
 
     Attributes: `address` (grpc socket), `ttrpc_address`, `namespace`, `log_path`, `config_path`,
-    `tmpdir`, `root`, `state`, `env` (of containerd: PATH starts with the shim's bin dir),
-    `shim_bin_dir` (None when `containerd-shim-lxcfs-v2` is not installed).
+    `tmpdir`, `root`, `state`, `env` (of containerd: PATH starts with the shim's bin dir, then
+    the directory of *this* containerd, whose containerd-shim-runc-v2 is the reference runtime),
+    `shim_bin_dir` (None when `containerd-shim-lxcfs-v2` is not installed), `version`
+    ((major, minor, patch) of the containerd binary).
+
+    `containerd`/`ctr` are command names or paths, e.g. the binaries of a
+    `ContainerdRelease` of CONTAINERD_MATRIX.
     """
 
     def __init__(
@@ -223,6 +340,7 @@ class PrivateContainerd:
                 f"containerd/ctr not found on PATH ({containerd}={self.containerd_bin}, "
                 f"{ctr}={self.ctr_bin}): run install.sh (Debian package `containerd`)"
             )
+        self.version = binary_version(self.containerd_bin)
         self.namespace = namespace or f"e2e-{os.getpid()}"
         self.cri = cri
         self.start_timeout = start_timeout
@@ -239,7 +357,9 @@ class PrivateContainerd:
         self._log_file = None
         self.issued_ids: list[str] = []
         self._id_counter = 0
-        path = [p for p in (self.shim_bin_dir,) if p]
+        # containerd finds shims on PATH: ours, then this release's own runc shim
+        own_dir = str(Path(self.containerd_bin).parent)
+        path = [p for p in (self.shim_bin_dir, own_dir) if p]
         path += os.environ.get("PATH", "").split(os.pathsep)
         path += ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
         seen: set[str] = set()
@@ -248,9 +368,20 @@ class PrivateContainerd:
 
     # ---- lifecycle
 
+    @property
+    def major(self) -> int:
+        return self.version[0]
+
+    @property
+    def task_service(self) -> str:
+        """The ttrpc Task service every shim of this containerd serves: 2.x's runc shim
+        registers only `containerd.task.v3.Task`, 1.6/1.7's only v2 (ours serves both)."""
+        return "containerd.task.v3.Task" if self.major >= 2 else "containerd.task.v2.Task"
+
     def config_text(self) -> str:
-        disabled = [] if self.cri else ['"io.containerd.grpc.v1.cri"']
-        return CONFIG_TEMPLATE.format(
+        template = CONFIG_TEMPLATE_V3 if self.major >= 2 else CONFIG_TEMPLATE
+        disabled = [] if self.cri else list(CRI_PLUGINS_V3 if self.major >= 2 else CRI_PLUGINS_V2)
+        return template.format(
             root=self.root,
             state=self.state,
             address=self.address,
@@ -320,6 +451,7 @@ class PrivateContainerd:
         # runc state root of our namespace (shared /run/containerd/runc), if it is empty now
         with contextlib.suppress(OSError):
             os.rmdir(f"/run/containerd/runc/{self.namespace}")
+        remove_empty_cgroups(self.namespace)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -351,6 +483,8 @@ class PrivateContainerd:
             kw["input"] = input
             kw["text"] = isinstance(input, str)
         r = subprocess.run(cmd, **kw)
+        if r.stderr:
+            r.stderr = drop_host_warnings(r.stderr)
         if check and r.returncode != 0:
             raise HarnessError(
                 f"{' '.join(cmd)} -> exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"

@@ -33,12 +33,16 @@ EXPECTED = [
     ("footprint", "shim RSS per container, 1 running"),
     ("footprint", "shim PSS per container, 3 running"),
     ("density", "10 containers: total"),
+    ("sysinfo", "sysinfo(2) round trip"),
+    ("sysinfo", "getppid(2), rule on (no profile)"),
+    ("sysinfo", "getppid(2), rule on (--seccomp)"),
+    ("sysinfo", "ctr run --rm /bin/true, all on"),
 ]
 
 
 def test_bench_quick_runs_all_and_leaks_nothing() -> None:
     if os.geteuid() != 0:
-        pytest.fail("the bench needs root: sudo ./install.sh --test", pytrace=False)
+        pytest.fail("the bench needs root: ./install.sh --test as root", pytrace=False)
     r = subprocess.run(
         [sys.executable, "-m", "bench", "--quick"],
         cwd=REPO,

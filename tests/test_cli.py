@@ -71,47 +71,76 @@ def _runtimeoptions(*, body: str = "", path: str = "") -> bytes:
 def test_task_api_default_env_and_options(tmp_path) -> None:
     import pytest
 
-    from shim import config
+    from shim import config, options
 
-    assert config.resolve(b"", {}) == config.V2
-    assert config.resolve(b"", {config.ENV: "v3-ttrpc"}) == config.V3_TTRPC
-    body = _runtimeoptions(body='SystemdCgroup = true\ntask_api = "v3-grpc"\n')
-    assert config.resolve(body, {}) == config.V3_GRPC
+    def resolve(raw: bytes, env: dict[str, str], **announced) -> str:
+        mode, _note = config.resolve(options.decode(raw), env, **announced)
+        return mode
+
+    # no setting: the best API the starting containerd announces
+    assert resolve(b"", {}) == config.V2
+    assert resolve(b"", {}, bootstrap=True, containerd_version="v2.4.2") == config.V3_TTRPC
+    assert resolve(b"", {config.ENV: "v3-ttrpc"}) == config.V3_TTRPC
+    assert resolve(b"", {config.ENV: "v2"}, bootstrap=True) == config.V2  # the operator wins
+    body = _runtimeoptions(body='SystemdCgroup = true\ntask_api = "v3-ttrpc"\n')
+    assert resolve(body, {}) == config.V3_TTRPC
     (tmp_path / "shim.toml").write_text('task_api = "v3-ttrpc"\n')
     by_path = _runtimeoptions(path=str(tmp_path / "shim.toml"))
-    assert config.resolve(by_path, {}) == config.V3_TTRPC
+    assert resolve(by_path, {}) == config.V3_TTRPC
     # per-runtime options beat the shim-wide environment; config_body beats config_path
-    assert config.resolve(body, {config.ENV: "v2"}) == config.V3_GRPC
+    assert resolve(body, {config.ENV: "v2"}) == config.V3_TTRPC
     both = _runtimeoptions(body='task_api = "v2"\n', path=str(tmp_path / "shim.toml"))
-    assert config.resolve(both, {config.ENV: "v3-grpc"}) == config.V2
-    # options without the key, runc Options, and bytes that are no Any leave the choice open
-    assert config.resolve(_runtimeoptions(body="BinaryName = 'runc'\n"),
-                          {config.ENV: "v3-grpc"}) == config.V3_GRPC
+    assert resolve(both, {config.ENV: "v3-ttrpc"}) == config.V2
+    # options without the key and runc Options leave the choice open
+    assert resolve(_runtimeoptions(body="BinaryName = 'runc'\n"),
+                   {config.ENV: "v3-ttrpc"}) == config.V3_TTRPC
     runc = bytes(wire.bytes_field(1, b"containerd.runc.v1.Options")
                  + wire.bytes_field(2, wire.bytes_field(6, b"runc")))
-    assert config.resolve(runc, {}) == config.V2
-    assert config.resolve(b"\xff\x00garbage", {}) == config.V2
+    assert resolve(runc, {}) == config.V2
     for bad_options, env in ((b"", {config.ENV: "v3"}),
                              (_runtimeoptions(body="task_api = 3\n"), {}),
                              (_runtimeoptions(body="task_api = [\n"), {}),
-                             (_runtimeoptions(path=str(tmp_path / "nope.toml")), {})):
-        with pytest.raises(config.ConfigError):
-            config.resolve(bad_options, env)
+                             (_runtimeoptions(path=str(tmp_path / "nope.toml")), {}),
+                             (b"\xff\x00garbage", {})):
+        with pytest.raises(ValueError):
+            resolve(bad_options, env)
+
+
+def test_grpc_is_never_handed_to_a_containerd_known_to_drop_it() -> None:
+    """containerd 2.0-2.4 close a gRPC shim at once; 1.6/1.7 know no v3 at all."""
+    from shim import config
+
+    grpc = {config.ENV: config.V3_GRPC}
+    mode, note = config.resolve({}, grpc)
+    assert mode == config.V2 and "before 2.3" in note and "IDLE" in note
+    for version in ("v2.3.4", "v2.4.2", "2.4.0-rc.1", "garbage", ""):
+        mode, note = config.resolve({}, grpc, bootstrap=True, containerd_version=version)
+        assert mode == config.V3_TTRPC and "grpcDialContext" in note, version
+    assert config.resolve({}, grpc, bootstrap=True, containerd_version="v2.5.0") == (
+        config.V3_GRPC, "")
 
 
 def test_start_output_per_task_api() -> None:
-    """What containerd's parseStartResponse accepts: plain ttrpc, or JSON version 3."""
+    """What containerd's parseStartResponse accepts: plain ttrpc, JSON, or BootstrapResult."""
     import json
 
+    from protos.gen.containerd.runtime.bootstrap.v1 import BootstrapResult
     from shim import config
 
     path = "/run/containerd/s/abc"
-    assert config.start_output(config.V2, path) == "unix:///run/containerd/s/abc"
+    assert config.start_output(config.V2, path) == b"unix:///run/containerd/s/abc\n"
     assert json.loads(config.start_output(config.V3_TTRPC, path)) == {
         "version": 3, "address": "unix:///run/containerd/s/abc", "protocol": "ttrpc"}
     # gRPC: containerd 2.x dials the address with net.Dial("unix", ...): a bare path
     assert json.loads(config.start_output(config.V3_GRPC, path)) == {
         "version": 3, "address": "/run/containerd/s/abc", "protocol": "grpc"}
+    for mode, want in ((config.V2, (2, "unix://" + path, "ttrpc")),
+                       (config.V3_TTRPC, (3, "unix://" + path, "ttrpc")),
+                       (config.V3_GRPC, (3, path, "grpc"))):
+        raw = config.start_output(mode, path, bootstrap=True)
+        got = BootstrapResult().parse(raw)
+        assert (got.version, got.address, got.protocol) == want
+        assert bytes(got) == raw
 
 
 # --------------------------------------------------------------------------- -info
@@ -140,7 +169,7 @@ def test_info_prints_runtime_info_with_runc_features() -> None:
     assert parsed.features.type_url == info.FEATURES_TYPE
     runc_features = subprocess.run(["runc", "features"], capture_output=True, check=True)
     assert json.loads(parsed.features.value) == json.loads(runc_features.stdout)
-    assert parsed.annotations[info.ANNOTATION_TASK_API] == "v2"
+    assert parsed.annotations[info.ANNOTATION_TASK_API] == "v3-ttrpc"  # what 2.3+ gets
     assert parsed.annotations[info.ANNOTATION_RUNC].endswith("/runc")
     assert not parsed.options.type_url  # no options in, none echoed
 
@@ -154,7 +183,9 @@ def test_info_echoes_options_and_reports_the_task_api() -> None:
     assert done.returncode == 0, done.stderr
     parsed = RuntimeInfo().parse(done.stdout)
     assert bytes(parsed.options) == options
-    assert parsed.annotations[info.ANNOTATION_TASK_API] == "v3-grpc"
+    # only containerd 2.x runs -info, and 2.0-2.4 drop gRPC shims: v3 ttrpc, and why
+    assert parsed.annotations[info.ANNOTATION_TASK_API] == "v3-ttrpc"
+    assert "grpcDialContext" in parsed.annotations[info.ANNOTATION_TASK_API_NOTE]
     done = _info(env={"CONTAINERD_SHIM_LXCFS_TASK_API": "v3-ttrpc"})
     assert RuntimeInfo().parse(done.stdout).annotations[info.ANNOTATION_TASK_API] == "v3-ttrpc"
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +24,11 @@ from pathlib import Path
 
 import cgroup_paths
 import pytest
+from conftest import RELEASES
 from cri_client import CriClient
-from cri_images import build_image
+from cri_node import BUSYBOX_IMAGE, PAUSE_IMAGE, CriContainerd
 from harness import (
     LXCFS_SHIM,
-    PrivateContainerd,
-    build_busybox_rootfs,
     host_meminfo,
     mount_points,
     parse_meminfo,
@@ -42,61 +39,12 @@ from protos.gen.runtime import v1 as cri
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parent.parent
 HANDLER = "lxcfs"
-PAUSE_IMAGE = "registry.invalid/lxcfs-test/pause:1"
-BUSYBOX_IMAGE = "registry.invalid/lxcfs-test/busybox:1"
 LIMIT = 128 * 1024 * 1024
 CPU_PERIOD, CPU_QUOTA = 100_000, 50_000  # 500m
 CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
 #: Every sandbox started (= the shim's group id, which names its socket and state dir).
 SANDBOX_IDS: list[str] = []
-
-CRI_CONFIG = """
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # this host refuses negative oom_score_adj (CRI gives sandboxes -998): clamp to ours
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{cni}/bin"
-    conf_dir = "{cni}/net.d"
-"""
-
-
-class CriContainerd(PrivateContainerd):
-    """PrivateContainerd with CRI on, plus install.sh's drop-in imported from conf.d."""
-
-    def __init__(self) -> None:
-        super().__init__(namespace="k8s.io", cri=True, start_timeout=60.0)
-
-    def config_text(self) -> str:
-        # top-level `imports` next to `version`, the CRI tables at the end
-        imports = f'version = 2\nimports = ["{self.tmpdir}/conf.d/*.toml"]\n'
-        text = super().config_text().replace("version = 2\n", imports, 1)
-        return text + CRI_CONFIG.format(pause=PAUSE_IMAGE, cni=self.tmpdir / "cni")
-
-    def start(self) -> CriContainerd:
-        for d in ("conf.d", "cni/bin", "cni/net.d"):
-            (self.tmpdir / d).mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config_text())
-        r = subprocess.run(
-            ["bash", str(REPO / "install.sh"), "--containerd-config-only"],
-            env={**self.env, "CONTAINERD_CONFIG_DIR": str(self.tmpdir)},
-            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, f"install.sh failed:\n{r.stdout}\n{r.stderr}"
-        self.install_output = r.stdout
-        # PrivateContainerd.start() writes config_text() again: keep install.sh's result
-        written = self.config_path.read_text()
-        self.config_text = lambda: written  # type: ignore[method-assign]
-        super().start()
-        return self
 
 
 @dataclass
@@ -129,22 +77,19 @@ def remove_cgroup_parent() -> None:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def cri_containerd() -> Iterator[CriContainerd]:
+@pytest.fixture(scope="module", params=RELEASES)
+def cri_containerd(request) -> Iterator[CriContainerd]:
     from conftest import _require_e2e_prerequisites
 
     _require_e2e_prerequisites()
-    c = CriContainerd()
+    release = request.param
+    if release.missing():
+        pytest.fail(f"containerd {release.version} is not installed (missing "
+                    f"{release.missing()}); it is {release.how}", pytrace=False)
+    c = CriContainerd(release)
     try:
         c.start()
-        with tempfile.TemporaryDirectory(prefix="cri-img-", dir="/tmp") as tmp:
-            rootfs = build_busybox_rootfs(Path(tmp) / "rootfs")
-            for name, cmd in (
-                (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
-                (BUSYBOX_IMAGE, ["/bin/sh"]),
-            ):
-                image = build_image(rootfs, name, Path(tmp) / "image.tar", cmd=cmd)
-                c.ctr("images", "import", str(image.archive), check=True, timeout=120)
+        c.import_images()
         yield c
     finally:
         leftovers: list[str] = []
@@ -260,7 +205,11 @@ def processors(cpuinfo: str) -> int:
 def test_drop_in_comes_from_install_sh(cri_containerd):
     dropin = (cri_containerd.tmpdir / "conf.d" / "lxcfs.toml").read_text()
     assert 'runtime_type = "io.containerd.lxcfs.v2"' in dropin
-    assert f'sandbox_image = "{PAUSE_IMAGE}"' in dropin  # the node's CRI section was kept
+    if cri_containerd.major >= 2:
+        # 2.x merges per key: the handler alone, under the 2.x plugin name
+        assert '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.lxcfs]' in dropin
+    else:
+        assert f'sandbox_image = "{PAUSE_IMAGE}"' in dropin  # the node's CRI section was kept
     assert "validated" in cri_containerd.install_output
 
 

@@ -237,6 +237,7 @@ def _kv(text: str) -> dict[str, str]:
     return {ln.split(":")[0].strip(): ln.split(":", 1)[1] for ln in text.splitlines() if ":" in ln}
 
 
+@pytest.mark.one_containerd  # compares our renderers with the lxcfs daemon: no containerd part
 def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
     start(containerd, busybox_rootfs, cid, "--memory-limit", str(LIMIT), "--cpus", "0.5",
           "--mount", f"type=bind,src={lxcfs},dst=/lxcfs,options=rbind:ro")

@@ -59,6 +59,8 @@ SUBSET_2 = [
 ]
 KEEP = Path("/var/cache/containerd-shim-lxcfs/guest/last-run")
 VENV = "/opt/containerd-shim-lxcfs"
+#: containerd 2.x in the guest: tests/guest/build_image.sh copies it to the host's path
+PEER2 = "/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin"
 
 JOB = """\
 # written by tests/test_guest_cgroup_v2.py; sourced by /sbin/guest-init in the checkout's copy
@@ -71,19 +73,20 @@ bash install.sh 2>&1 | while IFS= read -r line; do
 echo "${{PIPESTATUS[0]}}" >/mnt/out/install.rc
 say "install.sh done"
 grep -a '==>' /mnt/out/install.log >/dev/console
-run_suite() {{  # name, PATH prefix, tests...
-  local name=$1 bin=$2; shift 2
+run_suite() {{  # name, matrix release (tests/harness.py LXCFS_TEST_CONTAINERD), tests...
+  local name=$1 release=$2; shift 2
   say "first test ($name)"
-  PATH="$bin$PATH" {venv}/bin/python -m pytest -p no:cacheprovider -v -rfEs -k "not runc" \\
-    --junitxml=/mnt/out/junit-$name.xml "$@" 2>&1 | tee /mnt/out/pytest-$name.log \\
+  LXCFS_TEST_CONTAINERD=$release {venv}/bin/python -m pytest -p no:cacheprovider -v -rfEs \\
+    -k "not runc" --junitxml=/mnt/out/junit-$name.xml "$@" 2>&1 \\
+    | tee /mnt/out/pytest-$name.log \\
     | grep --line-buffered -E ' (PASSED|FAILED|ERROR|SKIPPED)' >/dev/console
   echo "${{PIPESTATUS[0]}}" >/mnt/out/pytest-$name.rc
   say "suite done ($name)"
 }}
-run_suite containerd-1.6 "" {subset}
-if [[ -x /opt/containerd-2/bin/containerd ]]; then
-  /opt/containerd-2/bin/containerd --version >/mnt/out/containerd-2.version
-  run_suite containerd-2 /opt/containerd-2/bin: {subset2}
+run_suite containerd-1.6 1.6 {subset}
+if [[ -x {peer2}/containerd ]]; then
+  {peer2}/containerd --version >/mnt/out/containerd-2.version
+  run_suite containerd-2 2.4.2 {subset2}
 fi
 """
 
@@ -105,7 +108,8 @@ def guest_run():
     accel = "kvm" if guest_vm.kvm_runs(image) else "tcg"
     if KEEP.exists():
         shutil.rmtree(KEEP)
-    job = JOB.format(venv=VENV, subset=" ".join(SUBSET), subset2=" ".join(SUBSET_2))
+    job = JOB.format(venv=VENV, subset=" ".join(SUBSET), subset2=" ".join(SUBSET_2),
+                     peer2=PEER2)
     run = guest_vm.boot(image, job, KEEP, accel=accel, timeout=2400)
     report = [f"image {image} (ready in {built:.0f} s), accel {accel}, "
               f"guest wall {run.wall:.0f} s, qemu exit {run.returncode}"]

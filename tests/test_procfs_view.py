@@ -132,6 +132,46 @@ async def test_partial_reads_see_one_snapshot(view: View, memcg: str) -> None:
     assert content.endswith(b" kB\n")
 
 
+async def test_growing_rendering_is_never_cut(view: View, memcg: str, monkeypatch) -> None:
+    """The kernel's sendfile reads a FUSE file through its page cache up to the size it
+    holds: a rendering longer than the last stat's must still come out whole, for sendfile,
+    read(2) and coreutils tail (which seeks from st_size)."""
+    import procfs.view as view_mod
+
+    target = view.add("grow", memcg)["/proc/meminfo"]
+    renders = [0]
+
+    def producer(container, caller):
+        renders[0] += 1
+        return b"line\n" * 3 + b"x" * renders[0] + b"\n"
+
+    monkeypatch.setitem(view_mod.PRODUCERS, "/proc/meminfo", producer)
+
+    def by_sendfile() -> bytes:
+        fd = os.open(target, os.O_RDONLY)
+        r, w = os.pipe()
+        out = b""
+        try:
+            while os.sendfile(w, fd, None, 65536) > 0:
+                out += os.read(r, 65536)
+        finally:
+            for x in (fd, r, w):
+                os.close(x)
+        return out
+
+    def whole(out: bytes) -> bool:
+        return out.startswith(b"line\n" * 3) and out.endswith(b"\n") and b"\0" not in out
+
+    for _ in range(30):
+        await anyio.to_thread.run_sync(os.stat, target)  # the size of this rendering...
+        await anyio.sleep(view_mod.SHARE_WINDOW * 1.5)  # ...and the next one is longer
+        out = await anyio.to_thread.run_sync(by_sendfile)
+        assert whole(out), out
+        tail = await anyio.run_process(["tail", "-n1", target])
+        assert tail.stdout.startswith(b"x") and tail.stdout.endswith(b"\n"), tail.stdout
+        assert whole((await cat(target)).stdout)
+
+
 async def test_errors(view: View, memcg: str) -> None:
     target = view.add("c1", memcg)["/proc/meminfo"]
     for missing in ("c1/proc/nope", "c2/proc/meminfo", "c1/nope"):
@@ -147,7 +187,10 @@ async def test_errors(view: View, memcg: str) -> None:
 
     for flags in (os.O_WRONLY, os.O_RDWR, os.O_WRONLY | os.O_TRUNC):
         assert await anyio.to_thread.run_sync(open_for_write, flags) == errno.EACCES
-    assert not await anyio.to_thread.run_sync(os.access, target, os.W_OK)
+    # default_permissions: the kernel answers access() from the mode, as procfs does (root
+    # may "write" /proc/loadavg by access(), the open for writing still fails)
+    assert (await anyio.to_thread.run_sync(os.access, target, os.W_OK)
+            == os.access("/proc/loadavg", os.W_OK))
     assert await anyio.to_thread.run_sync(os.access, target, os.R_OK)
     res = await anyio.run_process(["mkdir", str(view.mountpoint / "c1/x")], check=False)
     assert res.returncode != 0
@@ -291,32 +334,56 @@ def test_pyfuse3_without_trio() -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_concurrent_readers_share_a_rendering_within_the_window(tmp_path, monkeypatch):
-    """Readers opening within SHARE_WINDOW share one rendering; later ones get a fresh one,
-    and renderings made before set_init_pid (runc create) are never shared."""
+def test_publication_rules(tmp_path, monkeypatch):
+    """The size the kernel holds (the publication) changes only when that cannot cut or pad a
+    reader: same-length renderings replace it after SHARE_WINDOW, another length only when no
+    handle reads it (GRACE) and no size reply went out within SETTLE. Handles read one
+    snapshot per pass; a new pass from offset 0 is a private fresh rendering."""
     import procfs.view as view_mod
 
     fixtures = Path(__file__).parent / "fixtures" / "cgroup_v2"
     v = View(tmp_path / "mnt", hierarchies=Hierarchies(v2=fixtures))
     v.add("ctr", "kubepods-pod1.slice:cri-containerd:abc")
-    calls: list[int | None] = []
+    renders: list[bytes] = []
+    queue = [b"a 1\n", b"a 2\n", b"a 33\n", b"a 44\n", b"a 555\n", b"a 6\n", b"a 7777\n"]
 
     def producer(container, caller):
-        calls.append(caller)
-        return b"rendering %d\n" % len(calls)
+        renders.append(queue.pop(0))
+        return renders[-1]
 
     monkeypatch.setitem(view_mod.PRODUCERS, "/proc/meminfo", producer)
     node = next(n for n in v._nodes.values() if n.file == "/proc/meminfo")
     clock = [1000.0]
     monkeypatch.setattr(view_mod.time, "monotonic", lambda: clock[0])
 
-    # during runc create (no init pid yet): every open renders
-    assert v._content_for_open(node, 11) == b"rendering 1\n"
-    assert v._content_for_open(node, 12) == b"rendering 2\n"
-    v._containers["ctr"].init_pid = os.getpid()
-    assert v._content_for_open(node, 13) == b"rendering 3\n"
-    clock[0] += view_mod.SHARE_WINDOW / 2
-    assert v._content_for_open(node, 14) == b"rendering 3\n"  # another reader, shared
-    clock[0] += view_mod.SHARE_WINDOW
-    assert v._content_for_open(node, 15) == b"rendering 4\n"  # window over: fresh
-    assert calls == [11, 12, 13, 15]
+    def later(dt: float) -> None:
+        clock[0] += dt + 1e-6
+
+    assert v._size(node, 11) == 4  # first sizing publishes "a 1"
+    assert v._size(node, 12) == 4 and len(renders) == 1  # within SHARE_WINDOW: shared
+    later(view_mod.SHARE_WINDOW)
+    assert v._publish(node) == b"a 2\n"  # same length: replaced at once
+    fh = v._open(node, 13)
+    assert v._read(fh, 0, 2) == b"a "
+    later(max(view_mod.SHARE_WINDOW, view_mod.SETTLE))
+    assert v._publish(node) == b"a 2\n"  # "a 33" would change the length under the reader
+    assert v._read(fh, 2, 100) == b"2\n"  # the reader's pass stays whole
+    assert v._publish(node) == b"a 2\n"  # still held: a sendfile reader is never seen ending
+    assert v._read(fh, 4, 100) == b""  # a read(2) reader reaches the end: it holds no more
+    later(view_mod.SETTLE)
+    assert v._publish(node) == b"a 44\n"  # ("a 33" was held back; this is the next one)
+    v._release(fh)
+    later(view_mod.SHARE_WINDOW * 0.8)
+    assert v._size(node) == 5  # shared, and a size reply goes out
+    later(view_mod.SHARE_WINDOW * 0.4)
+    assert v._size(node) == 5  # that reply is recent: "a 555" must wait (SETTLE)
+    fh = v._open(node, 14)
+    later(view_mod.GRACE)
+    assert v._publish(node) == b"a 6\n"  # an idle handle holds nothing after GRACE
+    assert v._read(fh, 0, 100) == b"a 6\n"  # its first read takes the current length
+    assert v._read(fh, 0, 100) == b"a 6\n"  # page cache refilled in the same pass: same
+    later(view_mod.REREAD_AFTER)
+    assert v._read(fh, 0, 100) == b"a 7777\n"  # a new pass: fresh, private
+    assert node.content == b"a 6\n"
+    v._release(fh)
+    assert not node.holders and not v._open_files

@@ -39,8 +39,16 @@ def test_users_own_mount_is_left_alone() -> None:
 
 
 def test_paths_runc_refuses_are_rejected() -> None:
-    with pytest.raises(spec.SpecError, match="/proc/pressure/cpu"):
-        spec.add_view_mounts(_spec(), {"/proc/pressure/cpu": "/x"})
+    with pytest.raises(spec.SpecError, match="/proc/zoneinfo"):
+        spec.add_view_mounts(_spec(), {"/proc/zoneinfo": "/x"})
+
+
+def test_late_files_are_left_to_the_shim() -> None:
+    s = _spec()
+    added = spec.add_view_mounts(s, {"/proc/meminfo": "/v/m", "/proc/vmstat": "/v/vm",
+                                     "/proc/pressure/io": "/v/io"})
+    assert added == ["/proc/meminfo"]
+    assert "/proc/vmstat" not in {m["destination"] for m in s["mounts"]}
 
 
 def test_spec_queries() -> None:
@@ -77,8 +85,8 @@ def _sys_spec(annotations: dict[str, str] | None = None) -> dict:
 
 def test_defaults_are_every_file() -> None:
     assert spec.wanted_files(_sys_spec()) == list(spec.DEFAULT_FILES)
-    assert set(spec.DEFAULT_FILES) <= spec.PROC_ALLOWED | spec.SYS_FILES
-    assert len(spec.DEFAULT_FILES) == 9
+    assert set(spec.DEFAULT_FILES) <= spec.PROC_ALLOWED | spec.SYS_FILES | spec.LATE_FILES
+    assert len(spec.DEFAULT_FILES) == 13
 
 
 def test_no_sysfs_no_cpu_online() -> None:
@@ -107,7 +115,7 @@ def test_disable_some_and_combined_with_files() -> None:
     s = _sys_spec({spec.ANNOTATION_DISABLE: "loadavg, /proc/slabinfo"})
     got = spec.wanted_files(s)
     assert "/proc/loadavg" not in got and "/proc/slabinfo" not in got
-    assert len(got) == 7
+    assert len(got) == 11
     s = _sys_spec({spec.ANNOTATION_FILES: "meminfo,stat", spec.ANNOTATION_DISABLE: "stat"})
     assert spec.wanted_files(s) == ["/proc/meminfo"]
     assert spec.wanted_files(_sys_spec({spec.ANNOTATION_DISABLE: "false"})) == list(
@@ -118,5 +126,5 @@ def test_disable_some_and_combined_with_files() -> None:
 def test_unknown_names_fail_loudly(key: str) -> None:
     with pytest.raises(spec.SpecError, match=f"{key}: unknown file 'memnifo'"):
         spec.wanted_files(_sys_spec({key: "memnifo"}))
-    with pytest.raises(spec.SpecError, match="unknown file '/proc/pressure/cpu'"):
-        spec.wanted_files(_sys_spec({key: "/proc/pressure/cpu"}))
+    with pytest.raises(spec.SpecError, match="unknown file '/proc/zoneinfo'"):
+        spec.wanted_files(_sys_spec({key: "/proc/zoneinfo"}))

@@ -9,11 +9,14 @@ drives the daemon (which got the socket as fd 3) with a test client: our ttrpc c
 `containerd.task.v2.Task` / `containerd.task.v3.Task`, a grpclib client built from the
 betterproto `TaskStub` for gRPC. Real runc, real FUSE view.
 
-Matrix (transport <- how the operator chose it):
-  ttrpc v2  <- nothing (the default plain address)
+Matrix (transport <- who starts the shim and how the operator chose it):
+  ttrpc v2  <- a containerd before 2.3 (options Any on stdin), nothing set: plain address
+  ttrpc v2  <- the same with v3-grpc set: no containerd before 2.3 can use gRPC
   ttrpc v3  <- CONTAINERD_SHIM_LXCFS_TASK_API=v3-ttrpc in the shim's environment
-  gRPC v3   <- runtimeoptions.v1.Options config_body `task_api = "v3-grpc"`
-  gRPC v3   <- runtimeoptions.v1.Options config_path -> TOML file
+  ttrpc v3  <- containerd 2.4.2's BootstrapParams, nothing set: a BootstrapResult
+  gRPC v3   <- BootstrapParams of a containerd newer than any known to drop gRPC, with
+               runtimeoptions.v1.Options config_body `task_api = "v3-grpc"`
+  gRPC v3   <- the same with config_path -> TOML file
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -45,6 +49,7 @@ from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, StreamTerminatedError
 
 from protos.gen.containerd import events as ev
+from protos.gen.containerd.runtime.bootstrap import v1 as boot
 from protos.gen.containerd.services.events.ttrpc import v1 as events_svc
 from protos.gen.containerd.task import v2 as api
 from protos.gen.containerd.task import v3 as api3
@@ -228,10 +233,11 @@ class Shim:
     bundle: Path
     output: str
     log: bytearray
+    socket_dir: str = ""
 
     @property
     def socket(self) -> str:
-        return socket_path(self.address, self.namespace, self.id)
+        return socket_path(self.address, self.namespace, self.id, self.socket_dir)
 
 
 def make_bundle(tmp: Path, cid: str, namespace: str, command: list[str],
@@ -271,8 +277,25 @@ async def _drain(fd: int, into: bytearray) -> None:
 async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: str, *,
                        namespace: str, command: list[str], options: bytes = b"",
                        env: dict[str, str] | None = None,
-                       annotations: dict[str, str] | None = None) -> AsyncIterator[Shim]:
-    """Run `start` exactly as containerd does; clean up whatever the test left behind."""
+                       annotations: dict[str, str] | None = None,
+                       containerd_version: str = "", socket_dir: str = "/run/containerd/s",
+                       extensions: tuple[AnyMsg, ...] = ()) -> AsyncIterator[Shim]:
+    """Run `start` exactly as containerd does; clean up whatever the test left behind.
+
+    With `containerd_version`, as containerd 2.3+ does: BootstrapParams on stdin (options as
+    an extension), a BootstrapResult back; `Shim.output` then holds it as bootstrap JSON.
+    """
+    if containerd_version:
+        params = boot.BootstrapParams(
+            instance_id=cid, namespace=namespace, log_level=boot.LogLevel.DEBUG,
+            containerd_version=containerd_version,
+            containerd_ttrpc_address=containerd_address + ".ttrpc",
+            containerd_grpc_address=containerd_address, containerd_binary="/usr/bin/containerd",
+            socket_dir=socket_dir)
+        if options:
+            params.extensions.append(boot.Extension(value=AnyMsg().parse(options)))
+        params.extensions.extend(boot.Extension(value=e) for e in extensions)
+        options = bytes(params)
     bundle = make_bundle(tmp, cid, namespace, command, annotations)
     log = bytearray()
     log_fd = os.open(bundle / "log", os.O_RDWR | os.O_NONBLOCK)  # as containerd holds it
@@ -290,9 +313,16 @@ async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: s
                                                check=False)
             # containerd reads stdout and stderr combined: only the address may be there
             assert done.returncode == 0 and not done.stderr, (done, bytes(log).decode())
-            output = done.stdout.decode().strip()
+            if containerd_version:
+                answer = boot.BootstrapResult().parse(done.stdout)
+                assert bytes(answer) == done.stdout  # nothing else, nothing unknown
+                output = json.dumps({"version": answer.version, "address": answer.address,
+                                     "protocol": answer.protocol}, separators=(",", ":"))
+            else:
+                output = done.stdout.decode().strip()
             assert "\n" not in output, output
-            shim = Shim(namespace, containerd_address, cid, bundle, output, log)
+            shim = Shim(namespace, containerd_address, cid, bundle, output, log,
+                        socket_dir if containerd_version else "")
             try:
                 yield shim
             finally:
@@ -343,7 +373,9 @@ async def shutdown(client: TaskClient, cid: str) -> None:
         await client.call("Shutdown", api.ShutdownRequest(id=cid), Empty)
 
 
-def _expected_output(mode: str, path: str) -> str:
+def _expected_output(mode: str, path: str, bootstrap: bool = False) -> str:
+    if mode == config.V2 and bootstrap:
+        return f'{{"version":2,"address":"unix://{path}","protocol":"ttrpc"}}'
     if mode == config.V2:
         return f"unix://{path}"
     if mode == config.V3_TTRPC:
@@ -354,17 +386,27 @@ def _expected_output(mode: str, path: str) -> str:
 # --------------------------------------------------------------------------- lifecycle
 
 
+#: A containerd newer than every release known to drop gRPC shims (shim/config.py).
+FUTURE = "v2.99.0"
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize("way", ["default", "env", "options-body", "options-path"])
+@pytest.mark.parametrize("way", ["default", "legacy-grpc-refused", "env", "bootstrap-default",
+                                 "bootstrap-socket-dir", "options-body", "options-path"])
 async def test_lifecycle(way: str, tmp_path: Path, rootfs: Path, shim_bin: str) -> None:
-    mode, options, env = {
-        "default": (config.V2, b"", {}),
-        "env": (config.V3_TTRPC, b"", {config.ENV: config.V3_TTRPC}),
-        "options-body": (config.V3_GRPC, runtime_options(body='task_api = "v3-grpc"\n'), {}),
+    mode, options, env, version = {
+        "default": (config.V2, b"", {}, ""),
+        "legacy-grpc-refused": (config.V2, b"", {config.ENV: config.V3_GRPC}, ""),
+        "env": (config.V3_TTRPC, b"", {config.ENV: config.V3_TTRPC}, ""),
+        "bootstrap-default": (config.V3_TTRPC, b"", {}, "v2.4.2"),
+        "bootstrap-socket-dir": (config.V3_TTRPC, b"", {}, "v2.4.2"),
+        "options-body": (config.V3_GRPC, runtime_options(body='task_api = "v3-grpc"\n'), {},
+                         FUTURE),
         "options-path": (config.V3_GRPC, runtime_options(path=str(tmp_path / "lxcfs.toml")),
-                         {config.ENV: config.V3_TTRPC}),  # options win over the environment
+                         {config.ENV: config.V3_TTRPC}, FUTURE),  # options beat the env
     }[way]
     (tmp_path / "lxcfs.toml").write_text('# shim settings\ntask_api = "v3-grpc"\n')
+    short_dir = tempfile.mkdtemp(prefix="s-", dir="/tmp")  # AF_UNIX paths: < 108 bytes
     namespace = f"lxcfs-tr-{os.getpid()}-{way}"
     cid = f"c-{way}"
     marker = f"meminfo-{cid}-{os.getpid()}"
@@ -372,14 +414,31 @@ async def test_lifecycle(way: str, tmp_path: Path, rootfs: Path, shim_bin: str) 
     async with (
         fake_containerd(tmp_path) as (events, address),
         started_shim(shim_bin, tmp_path, address, cid, namespace=namespace, command=command,
-                     options=options, env=env) as shim,
+                     options=options, env=env, containerd_version=version,
+                     # containerd 2.3+ may name another socket directory (rootless, config)
+                     socket_dir=short_dir if way == "bootstrap-socket-dir"
+                     else "/run/containerd/s",
+                     # an extension of a type this shim does not know: ignored, logged
+                     extensions=(AnyMsg(type_url="containerd.io/example.v1.Future",
+                                        value=b"\x08\x01"),) if version else ()) as shim,
     ):
-        assert shim.output == _expected_output(mode, shim.socket)
+        if way == "bootstrap-socket-dir":
+            assert shim.socket.startswith(short_dir + "/")
+            assert os.path.exists(shim.socket)
+        if version:
+            assert "containerd.io/example.v1.Future' is not known" in bytes(shim.log).decode()
+        if version and mode == config.V2:
+            assert shim.output == _expected_output(mode, shim.socket, bootstrap=True)
+        else:
+            assert shim.output == _expected_output(mode, shim.socket)
+        if way == "legacy-grpc-refused":
+            assert "cannot use v3-grpc" in bytes(shim.log).decode(), bytes(shim.log)
         assert os.path.exists(shim.bundle / "address") == (mode != config.V3_GRPC)
         async with task_client(shim.output, namespace) as client:
             await _lifecycle(client, shim, events, rootfs, marker)
         assert not os.path.exists(state_dir(address, namespace, cid))
     (Path(rootfs) / "tmp" / marker).unlink(missing_ok=True)
+    os.rmdir(short_dir)  # the shim removed its socket: empty
 
 
 async def _lifecycle(client: TaskClient, shim: Shim, events: Events, rootfs: Path,
@@ -483,7 +542,8 @@ async def test_grpc_bad_input_keeps_serving(tmp_path: Path, rootfs: Path, shim_b
     async with (
         fake_containerd(tmp_path) as (_events, address),
         started_shim(shim_bin, tmp_path, address, cid, namespace=namespace,
-                     command=["/bin/sleep", "1000"], env={config.ENV: config.V3_GRPC}) as shim,
+                     command=["/bin/sleep", "1000"], env={config.ENV: config.V3_GRPC},
+                     containerd_version=FUTURE) as shim,
     ):
         path = shim.socket
         assert shim.output == _expected_output(config.V3_GRPC, path)
@@ -550,12 +610,13 @@ async def test_group_reuse_prints_what_the_running_shim_serves(
         fake_containerd(tmp_path) as (_events, address),
         started_shim(shim_bin, tmp_path, address, "first", namespace=namespace,
                      command=["/bin/true"], env={config.ENV: config.V3_GRPC},
-                     annotations=group) as first,
+                     annotations=group, containerd_version=FUTURE) as first,
     ):
         path = socket_path(address, namespace, "pod")
         assert first.output == _expected_output(config.V3_GRPC, path)
         async with started_shim(shim_bin, tmp_path, address, "second", namespace=namespace,
-                                command=["/bin/true"], annotations=group) as second:
+                                command=["/bin/true"], annotations=group,
+                                containerd_version=FUTURE) as second:
             assert second.output == first.output
             assert not (second.bundle / "address").exists()
         async with task_client(first.output, namespace) as client:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import time
 from pathlib import Path
 
 import pytest
-from harness import LXCFS_RUNTIME, process_cmdlines, wait_until
+from harness import (
+    LXCFS_RUNTIME,
+    PrivateContainerd,
+    mount_points,
+    process_cmdlines,
+    shim_hash,
+    wait_until,
+)
 
 from shim import start, zygote
 
@@ -47,7 +56,7 @@ def _cmdline(pid: int) -> bytes:
 @pytest.mark.e2e
 def test_shims_are_forked_from_the_zygote(containerd, busybox_rootfs, cid):
     """The first `start` of this code finds no zygote (exec'd shim) and launches one; a later
-    one gets a forked shim, which shows its own flags in the zygote's padded argument area."""
+    one gets a forked shim, which shows its own flags as its title (setproctitle)."""
     ids: list[str] = []
     try:
         forked = False
@@ -59,7 +68,8 @@ def test_shims_are_forked_from_the_zygote(containerd, busybox_rootfs, cid):
             procs = containerd.shim_processes(c)
             assert len(procs) == 1, procs
             raw = _cmdline(procs[0][0])
-            if raw.startswith(b"containerd-shim-lxcfs-v2\0") and raw.endswith(b"\0\0"):
+            if raw.startswith(b"containerd-shim-lxcfs-v2 -namespace "):  # setproctitle's
+                assert b"xxxx" not in raw and b" -zygote " not in raw, raw
                 forked = True
                 break
             time.sleep(1)  # the zygote is still importing
@@ -147,3 +157,151 @@ def test_a_warm_spare_becomes_the_next_shim(containerd, busybox_rootfs, cid):
         for c in ids:
             containerd.force_remove(c)
             assert not containerd.wait_no_leaks_for(c, timeout=10)
+
+
+# --------------------------------------------------------------------------- hygiene
+
+
+def _memory_cgroup(pid: int | str = "self") -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(",") or (controllers == "" and
+                                                   not Path("/sys/fs/cgroup/memory").is_dir()):
+            return path
+    raise AssertionError("no memory cgroup")
+
+
+def _memory_root() -> Path:
+    v1 = Path("/sys/fs/cgroup/memory")
+    return v1 if v1.is_dir() else Path("/sys/fs/cgroup")
+
+
+@contextlib.contextmanager
+def _containerd_in_new_cgroup(name: str, env: dict[str, str] | None = None,
+                              wrapper: str | None = None):
+    """A private containerd moved into a memory cgroup of its own before any shim starts:
+    a context no zygote has served yet (identity.process_context)."""
+    group = _memory_root() / _memory_cgroup().lstrip("/") / f"churn-{name}-{os.getpid()}"
+    group.mkdir()
+    c = PrivateContainerd(**({"containerd": wrapper} if wrapper else {}))
+    c.env.update(env or {})
+    try:
+        c.start()
+        (group / "cgroup.procs").write_text(str(c.proc.pid))
+        yield c, group
+    finally:
+        try:
+            c.cleanup_all()
+        finally:
+            c.stop()
+            # its zygote and spare live in the group: stop them (we launched them)
+            for pid in _zygotes_in(group):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not _zygotes_in(group), 10)
+            c.remove_tmpdir()
+            wait_until(lambda: not (group / "cgroup.procs").read_text().split(), 10)
+            group.rmdir()
+
+
+def _zygotes_in(group: Path) -> list[int]:
+    try:
+        pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+    except OSError:
+        return []
+    return [p for p in pids if "-zygote" in process_cmdlines().get(p, [])]
+
+
+def _zygote_socket_of(pid: int) -> str:
+    argv = process_cmdlines()[pid]
+    return argv[argv.index("-zygote") + 1]
+
+
+def _run_until_forked(c: PrivateContainerd, rootfs: Path, hint: str) -> tuple[str, int]:
+    """Containers until one gets a forked shim (the first one launches the zygote)."""
+    for attempt in range(8):
+        cid = c.new_id(f"{hint}{attempt}")
+        r = c.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "1000")
+        assert r.returncode == 0, r.stderr
+        (pid, _), = c.shim_processes(cid)
+        if _cmdline(pid).startswith(b"containerd-shim-lxcfs-v2 -namespace "):
+            return cid, pid
+        c.force_remove(cid)
+        time.sleep(1)  # the zygote is still importing
+    raise AssertionError("no shim was forked from the zygote")
+
+
+@pytest.mark.e2e
+def test_a_zygote_per_cgroup_and_its_idle_exit(busybox_rootfs):
+    """A containerd in a cgroup of its own gets a zygote in that cgroup, so its forked shims
+    are charged where an exec'd shim would be; the zygote exits when idle (with its spare)
+    and removes its socket."""
+    idle = 3
+    with _containerd_in_new_cgroup("idle", {"CONTAINERD_SHIM_LXCFS_ZYGOTE_IDLE": str(idle)}
+                                   ) as (c, group):
+        cid, shim = _run_until_forked(c, busybox_rootfs, "cg")
+        assert _memory_cgroup(shim) == _memory_cgroup(c.proc.pid) != _memory_cgroup()
+        zygotes = wait_until(lambda: _zygotes_in(group), 10)
+        assert zygotes, "the zygote is not in containerd's cgroup"
+        sockets = {_zygote_socket_of(p) for p in zygotes}
+        assert len(sockets) == 1 and all(os.path.exists(s) for s in sockets), sockets
+        r = c.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/head", "-1", "/proc/meminfo",
+                  timeout=30)
+        assert r.returncode == 0 and r.stdout.startswith("MemTotal:"), r.stderr
+        c.force_remove(cid)
+        assert not c.wait_no_leaks_for(cid)
+        # nothing asks for IDLE seconds: zygote and spare exit, the socket goes with them;
+        # connects without a request (`start` probing sockets for dead zygotes) don't count
+
+        def probed_and_gone() -> bool:
+            for path in sockets:
+                with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(path)
+            return not _zygotes_in(group)
+
+        assert wait_until(probed_and_gone, idle + 15, 0.3), _zygotes_in(group)
+        assert not any(os.path.exists(s) for s in sockets)
+
+
+@pytest.mark.e2e
+def test_a_killed_zygotes_socket_is_removed(busybox_rootfs):
+    with _containerd_in_new_cgroup("kill") as (c, group):
+        cid, _ = _run_until_forked(c, busybox_rootfs, "k")
+        c.force_remove(cid)
+        zygote = next(p for p in _zygotes_in(group) if os.getsid(p) == p)
+        path = _zygote_socket_of(zygote)
+        os.kill(zygote, signal.SIGKILL)
+        assert wait_until(lambda: not os.path.exists(f"/proc/{zygote}"), 10)
+        assert os.path.exists(path)  # SIGKILL: nobody removed it
+        cid = c.new_id("after")
+        r = c.run(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/true")
+        assert r.returncode == 0, r.stderr
+        # the next start found it dead: removed it and launched a new zygote on the path
+        assert wait_until(lambda: [p for p in _zygotes_in(group) if os.getsid(p) == p
+                                   and _zygote_socket_of(p) == path], 10)
+        assert not c.wait_no_leaks_for(cid)
+
+
+@pytest.mark.e2e
+def test_a_containerd_in_a_private_mount_namespace(busybox_rootfs, tmp_path):
+    """Its shims live in its mount namespace (views and all), forked or not: nothing of
+    theirs is mounted in ours, and killing them leaves no dead view here."""
+    wrapper = tmp_path / "containerd"
+    wrapper.write_text("#!/bin/sh\nexec unshare -m --propagation private "
+                       f"{shutil.which('containerd')} \"$@\"\n")
+    wrapper.chmod(0o755)
+    with _containerd_in_new_cgroup("mntns", wrapper=str(wrapper)) as (c, group):
+        ns = os.readlink(f"/proc/{c.proc.pid}/ns/mnt")
+        assert ns != os.readlink("/proc/self/ns/mnt")
+        cid, shim = _run_until_forked(c, busybox_rootfs, "ns")
+        assert os.readlink(f"/proc/{shim}/ns/mnt") == ns
+        assert all(os.readlink(f"/proc/{p}/ns/mnt") == ns for p in _zygotes_in(group))
+        h = shim_hash(c.address, c.namespace, cid)
+        assert not [m for m in mount_points() if h in m]
+        theirs = Path(f"/proc/{c.proc.pid}/mountinfo")
+        assert h in theirs.read_text()  # the view is in containerd's namespace
+        os.kill(shim, signal.SIGKILL)
+        c.force_remove(cid)
+        assert not [m for m in mount_points() if h in m]
+        assert not c.wait_no_leaks_for(cid)
+        assert wait_until(lambda: h not in theirs.read_text(), 10), "dead view left there"

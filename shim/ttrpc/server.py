@@ -55,6 +55,11 @@ class TtrpcServer:
 
     def __init__(self, services: Services) -> None:
         self._services = services
+        self._accepting = anyio.CancelScope()
+
+    def stop_accepting(self) -> None:
+        """Close the listener; connections already accepted keep being served."""
+        self._accepting.cancel()
 
     async def serve(
         self,
@@ -68,23 +73,30 @@ class TtrpcServer:
         inherited fd 3) and closes it on return; the socket file is left for the caller.
         """
         listener = sockio.adopt(listener_socket)
-        with listener:
+        try:
             async with anyio.create_task_group() as tg:
                 task_status.started()
-                backoff = 0.0
-                while True:
-                    try:
-                        conn = await sockio.accept(listener)
-                    except OSError as exc:
-                        if exc.errno not in _TEMPORARY_ACCEPT_ERRNOS:
-                            raise
-                        # Go backs off 1 ms doubling to 1 s; e.g. EMFILE clears as fds free up.
-                        backoff = min(max(backoff * 2, 0.001), 1.0)
-                        log.warning("ttrpc: accept failed (%s), retrying in %.3fs", exc, backoff)
-                        await anyio.sleep(backoff)
-                        continue
-                    backoff = 0.0
-                    tg.start_soon(self._serve_connection, conn)
+                with self._accepting:
+                    await self._accept_loop(listener, tg)
+                listener.close()  # stop_accepting(): connects are refused from now on
+        finally:
+            listener.close()
+
+    async def _accept_loop(self, listener: socket.socket, tg: anyio.abc.TaskGroup) -> None:
+        backoff = 0.0
+        while True:
+            try:
+                conn = await sockio.accept(listener)
+            except OSError as exc:
+                if exc.errno not in _TEMPORARY_ACCEPT_ERRNOS:
+                    raise
+                # Go backs off 1 ms doubling to 1 s; e.g. EMFILE clears as fds free up.
+                backoff = min(max(backoff * 2, 0.001), 1.0)
+                log.warning("ttrpc: accept failed (%s), retrying in %.3fs", exc, backoff)
+                await anyio.sleep(backoff)
+                continue
+            backoff = 0.0
+            tg.start_soon(self._serve_connection, conn)
 
     async def _serve_connection(self, sock: socket.socket) -> None:
         with sock:

@@ -11,7 +11,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SRC="$(cd "$HERE/../.." && pwd)"
 GUEST_CACHE="${GUEST_CACHE:-/var/cache/containerd-shim-lxcfs/guest}"
-# containerd 2.x binaries (built by the peer build; optional): copied to /opt/containerd-2/bin
+# containerd 2.x binaries (built by tests/peer_builds.py; optional): copied in at the same path
 PEER2="${GUEST_CONTAINERD2:-/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin}"
 MIRROR="${GUEST_MIRROR:-http://deb.debian.org/debian}"
 SECURITY="${GUEST_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
@@ -101,9 +101,10 @@ chroot "$ROOT" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root sh -euc "
 umount "$ROOT/proc"
 
 if [[ -x $PEER2/containerd ]]; then
-  log "containerd 2.x from $PEER2 -> /opt/containerd-2/bin"
-  mkdir -p "$ROOT/opt/containerd-2/bin"
-  cp "$PEER2"/{containerd,ctr,containerd-shim-runc-v2} "$ROOT/opt/containerd-2/bin/"
+  # the same path as on the host: tests/harness.py's matrix finds the release there
+  log "containerd 2.x from $PEER2 -> the same path in the guest"
+  mkdir -p "$ROOT$PEER2"
+  cp "$PEER2"/{containerd,ctr,containerd-shim-runc-v2} "$ROOT$PEER2/"
 fi
 
 install -m 0755 "$HERE/init.sh" "$ROOT/sbin/guest-init"
