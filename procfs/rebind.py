@@ -114,18 +114,7 @@ def rebind_here(pid: int, pairs: list[tuple[str, str]]) -> list[str]:
             stale = stale_at[target]
             if not stale:
                 continue  # never bound here (the user's own mount, or skipped): leave it
-            try:
-                mounts.attach(fd, target, beneath=True)
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.EPERM):
-                    raise
-                for _ in range(stale):
-                    mounts.umount(target)
-                mounts.attach(fd, target)
-                done.append(target + "!")
-                continue
-            mounts.umount(target)  # the stale one on top; any older ones stay covered below
-            done.append(target)
+            done.append(_replace(fd, target, stale))
         return done
     finally:
         for fd, _ in trees:
