@@ -230,6 +230,9 @@ LXCFS_V2_GAPS = {
                      "no quota applied (lxc/lxcfs#593)",
     "stat cpu user+system": "lxcfs 5.0.3 shows the host's CPU time on v2 (lxc/lxcfs#593)",
     "stat cpu0 user+system": "lxcfs 5.0.3 shows the host's CPU time on v2 (lxc/lxcfs#593)",
+    "uptime idle": "lxcfs 5.0.3 on v2 printed idle = uptime, no CPU time subtracted (seen in "
+                   "the guest: '9.77 9.77' while the container had used 0.8 s; ours "
+                   "'9.46 8.65')",
 }
 
 
@@ -310,15 +313,17 @@ def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
     # uptime: both from the init's start time, read a few ms apart: ±1 s; one visible CPU,
     # so idle = uptime - busy on both sides.
     uo, ut = map(float, ours["/proc/uptime"].split()), map(float, theirs["/proc/uptime"].split())
-    for a, b in zip(uo, ut, strict=True):
+    for what, a, b in zip(("uptime", "uptime idle"), uo, ut, strict=True):
         if abs(a - b) > 1.0:
-            differs("uptime", ours["/proc/uptime"], theirs["/proc/uptime"])
+            differs(what, ours["/proc/uptime"], theirs["/proc/uptime"])
 
-    # loadavg: an idle container, both samplers at 5 s: averages within 0.05; thread counts
-    # within 2 (the readers themselves come and go); last pid: ours is the container's
+    # loadavg: an idle container, both samplers at 5 s, ticking at different moments. One tick
+    # that sees one more runnable task (a reader of this very exec, seconds long under
+    # emulation) moves a 1-min average by 1 - e^(-5/60) = 0.08: averages within 0.1; thread
+    # counts within 2 (the readers come and go); last pid: ours is the container's
     # pid-namespace number, lxcfs leaks the host's (deliberate difference).
     lo, lt = ours["/proc/loadavg"].split(), theirs["/proc/loadavg"].split()
-    if any(abs(float(a) - float(b)) > 0.05 for a, b in zip(lo[:3], lt[:3], strict=True)) or \
+    if any(abs(float(a) - float(b)) > 0.1 for a, b in zip(lo[:3], lt[:3], strict=True)) or \
             abs(int(lo[3].split("/")[1]) - int(lt[3].split("/")[1])) > 2:
         differs("loadavg", ours["/proc/loadavg"], theirs["/proc/loadavg"])
     assert int(lo[4]) < int(lt[4])
