@@ -165,6 +165,17 @@ class _Nursery:
             _fd.release()
 
 
+class _OneWorkerLock:
+    """pyfuse3's read lock, for one worker (the view runs ``main(max_tasks=1)``): nobody else
+    ever takes it, so it is a no-op instead of an asyncio.Lock per request."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
 def _current_task() -> asyncio.Task[Any] | None:
     return asyncio.current_task()
 
@@ -179,7 +190,7 @@ def _open_nursery() -> _Nursery:
 
 #: The object pyfuse3 sees as ``trio``.
 TRIO = types.SimpleNamespace(
-    Lock=asyncio.Lock,
+    Lock=_OneWorkerLock,
     ClosedResourceError=ClosedResourceError,
     open_nursery=_open_nursery,
     lowlevel=types.SimpleNamespace(

@@ -28,15 +28,13 @@ import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
 import anyio
 
 from procfs import mounts
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 #: A helper that has not finished by then is killed: its FUSE lookups are answered by the
@@ -158,7 +156,7 @@ class _Workers:
     replacement runs in its own worker: the lazy unmounts then wait for their RCU grace
     periods together instead of one after another."""
 
-    SIZE = 10  # the nine files of one container at once, and one more
+    SIZE = 14  # the thirteen files of one container at once, and one more
 
     def __init__(self) -> None:
         self.pool = concurrent.futures.ThreadPoolExecutor(self.SIZE, "procfs-rebind")
@@ -167,13 +165,19 @@ class _Workers:
         for _ in range(self.SIZE):  # start them all now
             self.pool.submit(barrier.wait, 5.0)
 
-    def replace_in(self, ns: int, fd: int, target: str, stale: int) -> str:
-        mounts.unshare_fs()
-        mounts.setns_mnt(ns)
+    def clone_and_replace(self, ns: int, src: str, target: str, stale: int) -> str:
+        """Clone ``src`` (a path walk in the shim's namespace), then replace ``target``
+        in the namespace ``ns`` and come back home."""
+        fd = _clone(src)
         try:
-            return _replace(fd, target, stale)
+            mounts.unshare_fs()
+            mounts.setns_mnt(ns)
+            try:
+                return _replace(fd, target, stale)
+            finally:
+                mounts.setns_mnt(self.home)
         finally:
-            mounts.setns_mnt(self.home)
+            os.close(fd)
 
 
 _workers: _Workers | None = None
@@ -191,36 +195,23 @@ async def rebind(pid: int, files: Mapping[str, str]) -> list[str]:
 
     Done by threads of the shim while the event loop answers their FUSE lookups: no process
     has to be started and scheduled (a fork or an interpreter costs milliseconds to tens of
-    milliseconds on a loaded node, all of them failed reads in the container). Clones are
-    made in parallel, then every target is replaced in parallel.
+    milliseconds on a loaded node, all of them failed reads in the container). One worker per
+    file clones it and replaces that target at once: a file's gap ends as soon as its own
+    path walk is answered, not when the slowest of the others is.
     """
     warm()
     assert _workers is not None
     pool = _workers.pool
-
-    async def run(fn: Callable[..., T], *args: object) -> T:
-        return await asyncio.wrap_future(pool.submit(fn, *args))
-
-    with anyio.fail_after(TIMEOUT):
-        results = await asyncio.gather(*(run(_clone, src) for src in files.values()),
-                                       return_exceptions=True)
-        trees = [(fd, target) for fd, target in zip(results, files, strict=True)
-                 if isinstance(fd, int)]
-        ns = -1
-        try:
-            errors = [r for r in results if isinstance(r, BaseException)]
-            if errors:
-                raise errors[0]
-            ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-            stale_at = _fuse_mounts(pid)
-            jobs = [run(_workers.replace_in, ns, fd, target, stale_at[target])
-                    for fd, target in trees if stale_at[target]]
+    ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        stale_at = _fuse_mounts(pid)
+        jobs = [asyncio.wrap_future(pool.submit(_workers.clone_and_replace, ns, src, target,
+                                                stale_at[target]))
+                for target, src in files.items() if stale_at[target]]
+        with anyio.fail_after(TIMEOUT):
             done = await asyncio.gather(*jobs, return_exceptions=True)
-        finally:
-            for fd, _ in trees:
-                os.close(fd)
-            if ns >= 0:
-                os.close(ns)
+    finally:
+        os.close(ns)
     errors = [r for r in done if isinstance(r, BaseException)]
     if errors:
         raise errors[0] if isinstance(errors[0], OSError) else OSError(str(errors[0]))

@@ -101,6 +101,7 @@ class _Node:
     tried_at: float = float("-inf")  # last rendering made for it (published or held back)
     forced: bool = True  # publish the next rendering whatever its length (nothing read yet)
     holders: dict[int, _Handle] = field(default_factory=dict)  # open handles on this file
+    attrs: Any = None  # files: the pyfuse3.EntryAttributes every reply reuses
 
     @property
     def size(self) -> int:
@@ -132,17 +133,19 @@ class _Handle:
 T = TypeVar("T")
 
 
-def _handler(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Turn any non-FUSEError into EIO (logged).
+def _handler(fn: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """Make a synchronous handler a pyfuse3 coroutine; any non-FUSEError becomes EIO (logged).
 
-    pyfuse3 lets other exceptions escape its worker task: the request is then never answered
-    (the reader hangs) and the worker dies -- one bad render must not take the loop down.
+    Handlers never await (one loop turn per request), so the handler itself is a plain
+    function: one coroutine per request instead of two. pyfuse3 lets other exceptions escape
+    its worker task: the request is then never answered (the reader hangs) and the worker
+    dies -- one bad render must not take the loop down.
     """
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
+    async def wrapper(*args: Any) -> T:
         try:
-            return await fn(*args, **kwargs)
+            return fn(*args)
         except pyfuse3.FUSEError:
             raise
         except Exception:
@@ -444,7 +447,20 @@ class View:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return node
 
-    def _attrs(self, node: _Node, caller: int | None = None) -> pyfuse3.EntryAttributes:
+    def _attrs(
+        self, node: _Node, caller: int | None = None, *, fresh: bool = True
+    ) -> pyfuse3.EntryAttributes:
+        if not node.is_dir:
+            # A file's attributes differ only in size: one object per file, refilled (pyfuse3
+            # copies it into the reply before the next request is read).
+            a = node.attrs
+            if a is None:
+                a = node.attrs = self._new_attrs(node)
+            a.st_size = self._size(node, caller) if fresh else self._reported(node)
+            return a
+        return self._new_attrs(node)
+
+    def _new_attrs(self, node: _Node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = node.inode
         a.generation = 0
@@ -457,7 +473,6 @@ class View:
         else:
             a.st_mode = _FILE_MODE
             a.st_nlink = 1
-            a.st_size = self._size(node, caller)
         a.st_uid = a.st_gid = 0
         a.st_blksize = 4096
         a.st_blocks = 0
@@ -514,6 +529,16 @@ class View:
         except Exception:
             log.exception("procfs view: re-rendering %s of %s", h.node.file, h.node.key)
             raise pyfuse3.FUSEError(errno.EIO) from None
+
+    def _reported(self, node: _Node) -> int:
+        """st_size for a LOOKUP: the current publication as it is, no rendering.
+
+        A lookup only walks a path (the re-bind's clones walk ~15 after a remount, all
+        waiting for this loop); the open that follows sends its own GETATTR (attribute
+        timeout 0), which refreshes the publication. Reporting the publication unchanged
+        keeps the rule that every size the kernel hears is the publication's."""
+        node.reported_at = time.monotonic()
+        return len(node.content)
 
     def _size(self, node: _Node, caller: int | None = None) -> int:
         """st_size = length of the publication (see :meth:`_publish`)."""
@@ -574,7 +599,7 @@ class _Operations(pyfuse3.Operations):
         self._v._kernel_ready()
 
     @_handler
-    async def lookup(
+    def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         parent = self._v._node(parent_inode)
@@ -585,19 +610,19 @@ class _Operations(pyfuse3.Operations):
         inode = parent.children.get(name)
         if inode is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._v._attrs(self._v._node(inode), fresh=False)
+
+    @_handler
+    def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self._v._attrs(self._v._node(inode), ctx.pid)
 
     @_handler
-    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self._v._attrs(self._v._node(inode), ctx.pid)
-
-    @_handler
-    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+    def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
         self._v._node(inode)
         return not mode & os.W_OK
 
     @_handler
-    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+    def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
         node = self._v._node(inode)
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
@@ -607,7 +632,7 @@ class _Operations(pyfuse3.Operations):
         return fh
 
     @_handler
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+    def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         entries = self._v._open_dirs.get(fh, [])
         for idx in range(start_id, len(entries)):
             name, inode = entries[idx]
@@ -618,11 +643,11 @@ class _Operations(pyfuse3.Operations):
                 break
 
     @_handler
-    async def releasedir(self, fh: int) -> None:
+    def releasedir(self, fh: int) -> None:
         self._v._open_dirs.pop(fh, None)
 
     @_handler
-    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+    def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self._v._node(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
@@ -634,20 +659,20 @@ class _Operations(pyfuse3.Operations):
                                 keep_cache=False)
 
     @_handler
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    def read(self, fh: int, off: int, size: int) -> bytes:
         return self._v._read(fh, off, size)
 
     @_handler
-    async def flush(self, fh: int) -> None:
+    def flush(self, fh: int) -> None:
         # ENOSYS once and the kernel stops sending FLUSH on every close (one round trip).
         raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @_handler
-    async def release(self, fh: int) -> None:
+    def release(self, fh: int) -> None:
         self._v._release(fh)
 
     @_handler
-    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+    def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
         s.f_namemax = 255
