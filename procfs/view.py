@@ -178,6 +178,7 @@ class View:
         self._open_dirs: dict[int, list[tuple[bytes, int]]] = {}
         self._started_ns = time.time_ns()
         self._session_started = time.monotonic()
+        self._lost_at = float("-inf")  # when the last session was seen ending by itself
         self._ready: anyio.Event | None = None
         self._stopping = False
         self._lost = False
@@ -308,6 +309,7 @@ class View:
                         if not self.remount:
                             raise
                         self.remounts += 1
+                        self._lost_at = time.monotonic()
                         log.error("procfs view: %s; mounting a new session (#%d)",
                                   exc, self.remounts)
                         # at once: every ms here is a ms of failed reads in the containers;
@@ -408,7 +410,8 @@ class View:
                 continue
             try:
                 done = await rebind.rebind(c.init_pid, c.files)
-                log.info("procfs view: re-bound %s in %s", done, c.key)
+                log.info("procfs view: re-bound %s in %s, %.1f ms after the session ended",
+                         done, c.key, (time.monotonic() - self._lost_at) * 1e3)
             except (OSError, TimeoutError) as exc:
                 log.error("procfs view: cannot re-bind the view of %s: %s", c.key, exc)
         self.rebinds += 1
