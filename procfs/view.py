@@ -83,6 +83,10 @@ _session_owner: View | None = None
 
 
 
+def _nothing() -> None:
+    pass
+
+
 class ViewLost(RuntimeError):
     """The FUSE session ended without being asked to (e.g. unmounted from outside)."""
 
@@ -301,10 +305,11 @@ class View:
                 tg.start_soon(self._sample_loads)
                 tg.start_soon(self._warm_rebind)
                 on_ready: Callable[[], None] = task_status.started
+                on_mounted: Callable[[], None] | None = None
                 quick = 0  # sessions in a row that died within 50 ms of starting
                 while True:
                     try:
-                        await self._session(on_ready)
+                        await self._session(on_ready, on_mounted)
                     except ViewLost as exc:
                         if not self.remount:
                             raise
@@ -317,7 +322,10 @@ class View:
                         lived = time.monotonic() - self._session_started
                         quick = quick + 1 if lived < 0.05 else 0
                         await anyio.sleep(min(0.05 * quick, 1.0))
-                        on_ready = functools.partial(tg.start_soon, self._rebind_all)
+                        # the re-bind starts as soon as the new session is mounted: its
+                        # lookups wait in the kernel for the INIT handshake, not for us
+                        on_ready = _nothing
+                        on_mounted = functools.partial(tg.start_soon, self._rebind_all)
         finally:
             with anyio.CancelScope(shield=True):
                 if created:
@@ -327,8 +335,13 @@ class View:
                         log.warning("procfs view: cannot remove %s: %s", self._mountpoint, exc)
                 _session_owner = None
 
-    async def _session(self, on_ready: Callable[[], None]) -> None:
-        """One pyfuse3 session: mount, serve, always unmount. ViewLost if it ends by itself."""
+    async def _session(
+        self, on_ready: Callable[[], None], on_mounted: Callable[[], None] | None = None
+    ) -> None:
+        """One pyfuse3 session: mount, serve, always unmount. ViewLost if it ends by itself.
+
+        ``on_mounted`` runs once the kernel has the mount (requests queue until the INIT
+        reply), ``on_ready`` once INIT is answered."""
         self._stopping = False
         self._lost = False
         self._ready = anyio.Event()
@@ -355,6 +368,8 @@ class View:
                     pyfuse3.close(unmount=False)
                 raise
             mounted = True
+            if on_mounted is not None:
+                on_mounted()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._serve, tg.cancel_scope)
                 try:
