@@ -2,9 +2,10 @@
 
 After the FUSE session dies, every bind in the container points at the dead connection
 (``Transport endpoint is not connected``). The fix must happen inside the container's mount
-namespace, where the host path of the view is not visible. So a helper thread of the shim
-(the event loop keeps serving the FUSE lookups the thread triggers; with its own fs_struct a
-single thread may enter another mount namespace) does, per container:
+namespace, where the host path of the view is not visible. So threads of the shim (the
+event loop keeps serving the FUSE lookups they trigger; with its own fs_struct a single thread
+may enter another mount namespace) do, one thread per file (:func:`rebind`; the debugging
+entry point below does the same steps per container, in one thread):
 
 1. ``open_tree(OPEN_TREE_CLONE)`` on each new view file, in the host namespace;
 2. ``setns`` into the init's mount namespace;
@@ -152,9 +153,9 @@ class _Workers:
     """Threads kept ready for the next recovery (creating them is on the critical path).
 
     A worker entering a container's mount namespace does it with its own fs_struct and
-    returns to the shim's namespace afterwards, so any worker can take any task. Each
-    replacement runs in its own worker: the lazy unmounts then wait for their RCU grace
-    periods together instead of one after another."""
+    returns to the shim's namespace afterwards, so any worker can take any task. Each file
+    is cloned and replaced by its own worker: the path walks are answered back to back and
+    the lazy unmounts wait for their RCU grace periods together, not one after another."""
 
     SIZE = 14  # the thirteen files of one container at once, and one more
 
