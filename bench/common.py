@@ -27,6 +27,7 @@ if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
 import harness  # noqa: E402
+import peer_builds as peers  # noqa: E402,F401  (re-exported: the pinned peers' paths)
 from harness import (  # noqa: E402
     LXCFS_RUNTIME,
     RUNC_RUNTIME,

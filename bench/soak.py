@@ -27,12 +27,13 @@ from bench.common import (
     Row,
     fuse_connections,
     harness,
+    peers,
     progress,
     zygote_pids,
 )
 
 WORKERS = 4
-PEER_2X = Path("/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin")
+PEER_2X = peers.CONTAINERD_2.bin_dir
 
 
 def _status(pid: int, key: str) -> int:

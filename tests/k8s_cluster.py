@@ -38,12 +38,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import peer_builds as peers
 from harness import HarnessError, PrivateContainerd, mount_points, process_cmdlines, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
-PEERS = Path(os.environ.get("LXCFS_PEER_CACHE", "/var/cache/containerd-shim-lxcfs")) / "peers"
-CONTAINERD_DIR = PEERS / "containerd-v2.4.2" / "bin"
-CRICTL = PEERS / "cri-tools-v1.37.0" / "bin" / "crictl"
+PEERS = peers.PEER_DIR
+CONTAINERD_DIR = peers.CONTAINERD_2.bin_dir
+CRICTL = peers.CRI_TOOLS.path("crictl")
 #: The node's name is also its Hostname address, which the API server dials for logs/exec:
 #: the kubelet refuses a loopback --node-ip, and "localhost" resolves to 127.0.0.1 everywhere.
 NODE = "localhost"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
+import peer_builds as peers
 import pytest
 from harness import LXCFS_SHIM, find_shim_bin_dir
 
-PEER_CONTAINERD_2 = Path("/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin/containerd")
+PEER_CONTAINERD_2 = peers.CONTAINERD_2.path("containerd")
 
 
 def _check(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

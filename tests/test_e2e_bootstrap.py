@@ -22,15 +22,15 @@ import tempfile
 from pathlib import Path
 
 import harness
+import peer_builds as peers
 import pytest
 from harness import LXCFS_RUNTIME, PrivateContainerd
 
 pytestmark = pytest.mark.e2e
 
-PEERS = Path("/var/cache/containerd-shim-lxcfs/peers")
 VERSIONS = {
-    "containerd-2.4.2": PEERS / "containerd-v2.4.2" / "bin",
-    "containerd-1.7.35": PEERS / "containerd-v1.7.35" / "bin",
+    "containerd-2.4.2": peers.CONTAINERD_2.bin_dir,
+    "containerd-1.7.35": peers.CONTAINERD_17.bin_dir,
     "containerd-1.6.20": Path("/usr/bin"),
 }
 RUNC_WRAPPER = """#!/bin/sh
@@ -231,7 +231,7 @@ def test_ctr_uidmap_and_no_pivot_options(name: str, rootfs: Path) -> None:
         _finish(c, cid)
 
 
-SHIMCGROUP = PEERS / "shimcgroup-containerd-v1.7.35" / "bin" / "shimcgroup"
+SHIMCGROUP = peers.SHIMCGROUP.path("shimcgroup")
 
 
 @pytest.mark.parametrize("name", ["containerd-1.6.20", "containerd-1.7.35"])

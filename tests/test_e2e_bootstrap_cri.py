@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import harness
+import peer_builds as peers
 import pytest
 from cri_client import CriClient
 from cri_images import build_image
@@ -27,7 +28,7 @@ from test_cri import BUSYBOX_IMAGE, PAUSE_IMAGE, container_config, exec_text, sa
 
 pytestmark = pytest.mark.e2e
 
-PEER = Path("/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin")
+PEER = peers.CONTAINERD_2.bin_dir
 RUNC_WRAPPER = """#!/bin/sh
 echo "$@" >> {log}
 exec runc "$@"

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import peer_builds as peers
 import pytest
 from harness import (
     LXCFS_RUNTIME,
@@ -32,11 +33,10 @@ from harness import (
 
 pytestmark = pytest.mark.e2e
 
-PEERS = Path("/var/cache/containerd-shim-lxcfs/peers")
 #: (test id, directory of containerd and ctr); None: the ones on PATH (Debian's package)
 CONTAINERDS = [
     pytest.param(None, id="containerd-1.6"),
-    pytest.param(str(PEERS / "containerd-v2.4.2" / "bin"), id="containerd-2.4"),
+    pytest.param(str(peers.CONTAINERD_2.bin_dir), id="containerd-2.4"),
 ]
 #: How long a shim nobody sends a Create waits before it exits (shim/daemon.py), for the test.
 UNUSED_EXIT = 2.0

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import peer_builds as peers
 import pytest
 from harness import (
     LXCFS_RUNTIME,
@@ -30,11 +31,10 @@ pytestmark = pytest.mark.e2e
 
 HERE = Path(__file__).resolve().parent
 LIMIT = 256 * 1024 * 1024
-PEERS = Path("/var/cache/containerd-shim-lxcfs/peers")
 CONTAINERDS = {
     "containerd-1.6": ("containerd", "ctr"),
-    "containerd-2.4": (str(PEERS / "containerd-v2.4.2/bin/containerd"),
-                       str(PEERS / "containerd-v2.4.2/bin/ctr")),
+    "containerd-2.4": (str(peers.CONTAINERD_2.path("containerd")),
+                       str(peers.CONTAINERD_2.path("ctr"))),
 }
 EPERM = 1
 

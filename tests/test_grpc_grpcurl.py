@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 
 import harness
+import peer_builds as peers
 import pytest
 
 pytestmark = pytest.mark.e2e
 
-GRPCURL = "/var/cache/containerd-shim-lxcfs/peers/grpcurl-v1.9.4/bin/grpcurl"
+GRPCURL = str(peers.GRPCURL.path("grpcurl"))
 PROTOS = Path(__file__).resolve().parent.parent / "protos" / "src"
 #: grpcurl exits with 64 + the gRPC status code of a failed call
 _CODE_EXIT = {"OK": 0, "NotFound": 69, "InvalidArgument": 67, "ResourceExhausted": 72}

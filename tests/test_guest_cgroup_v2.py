@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import guest_vm
+import peer_builds as peers
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +65,7 @@ SUBSET_2 = [
 KEEP = Path("/var/cache/containerd-shim-lxcfs/guest/last-run")
 VENV = "/opt/containerd-shim-lxcfs"
 #: containerd 2.x in the guest: tests/guest/build_image.sh copies it to the host's path
-PEER2 = "/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin"
+PEER2 = str(peers.CONTAINERD_2.bin_dir)
 
 JOB = """\
 # written by tests/test_guest_cgroup_v2.py; sourced by /sbin/guest-init in the checkout's copy
