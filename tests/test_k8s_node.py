@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from cri_images import build_image
+from cri_node import BUSYBOX_IMAGE, PAUSE_IMAGE
 from harness import (
     HarnessError,
     build_busybox_rootfs,
@@ -28,9 +29,7 @@ from harness import (
     wait_until,
 )
 from k8s_cluster import (
-    BUSYBOX_IMAGE,
     NODE,
-    PAUSE_IMAGE,
     REPO,
     Cluster,
     missing_binaries,
