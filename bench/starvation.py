@@ -28,7 +28,7 @@ from betterproto.lib.google.protobuf import Empty
 from bench.common import LIMITS, LXCFS_RUNTIME, Env, Row, progress
 from protos.gen.containerd.task import v2 as api
 from shim.identity import socket_path
-from shim.ttrpc import TtrpcClient
+from shim.transport.ttrpc import TtrpcClient
 
 TASK = "containerd.task.v2.Task"
 PROCESS_SPEC = "types.containerd.io/opencontainers/runtime-spec/1/Process"

@@ -2,7 +2,7 @@
 
 busybox ``free``, glibc's ``sysconf(_SC_PHYS_PAGES/_SC_AVPHYS_PAGES)`` and ``get_nprocs``-style
 sizing read memory through sysinfo(2), which no FUSE file can change. The shim answers that
-syscall (shim/sysinfo_notify.py); the numbers here are parsed from the very meminfo, uptime and
+syscall (shim/task/sysinfo_notify.py); the numbers here are parsed from the very meminfo, uptime and
 loadavg renderings the container reads, so ``free`` and ``cat /proc/meminfo`` always agree.
 """
 

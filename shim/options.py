@@ -31,7 +31,7 @@ DEFAULTS: dict[str, object] = {
     "binary_name": "", "root": "", "systemd_cgroup": False, "no_pivot_root": False,
     "no_new_keyring": False, "shim_cgroup": "", "io_uid": 0, "io_gid": 0,
     "criu_image_path": "", "criu_work_path": "",
-    #: ours: the task API `start` offers (shim/config.py), TOML only
+    #: ours: the task API `start` offers (shim/entry/config.py), TOML only
     "task_api": "",
     #: legacy CreateOptions' restore flags, as `runc restore` arguments
     "restore_flags": (),

@@ -1,7 +1,7 @@
 """start's stdin in every shape containerd writes it, and what start does with bad input.
 
 Unit tests (the encoder is betterproto from our .proto files, the decoder the stdlib one in
-shim/bootstrap.py and shim/options.py); the real containerd 2.4.2/1.7/1.6 runs are in
+shim/entry/bootstrap.py and shim/options.py); the real containerd 2.4.2/1.7/1.6 runs are in
 tests/test_e2e_bootstrap.py.
 """
 
@@ -20,9 +20,10 @@ from protos.gen.containerd.linux import runc as legacy
 from protos.gen.containerd.runc import v1 as runc_opts
 from protos.gen.containerd.runtime.bootstrap import v1 as boot
 from protos.gen.runtimeoptions import v1 as runtimeoptions
-from shim import bootstrap, options
-from shim.errors import RpcError
-from shim.service import RuncOptions
+from shim import options
+from shim.entry import bootstrap
+from shim.task.service import RuncOptions
+from shim.transport.errors import RpcError
 
 ID, NS = "c1", "default"
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from shim import identity, wire
-from shim.cli import parse
+from shim.entry.cli import parse
 
 
 def test_go_style_flags() -> None:
@@ -71,7 +71,8 @@ def _runtimeoptions(*, body: str = "", path: str = "") -> bytes:
 def test_task_api_default_env_and_options(tmp_path) -> None:
     import pytest
 
-    from shim import config, options
+    from shim import options
+    from shim.entry import config
 
     def resolve(raw: bytes, env: dict[str, str], **announced) -> str:
         mode, _note = config.resolve(options.decode(raw), env, **announced)
@@ -108,7 +109,7 @@ def test_task_api_default_env_and_options(tmp_path) -> None:
 
 def test_grpc_is_never_handed_to_a_containerd_known_to_drop_it() -> None:
     """containerd 2.0-2.4 close a gRPC shim at once; 1.6/1.7 know no v3 at all."""
-    from shim import config
+    from shim.entry import config
 
     grpc = {config.ENV: config.V3_GRPC}
     mode, note = config.resolve({}, grpc)
@@ -125,7 +126,7 @@ def test_start_output_per_task_api() -> None:
     import json
 
     from protos.gen.containerd.runtime.bootstrap.v1 import BootstrapResult
-    from shim import config
+    from shim.entry import config
 
     path = "/run/containerd/s/abc"
     assert config.start_output(config.V2, path) == b"unix:///run/containerd/s/abc\n"
@@ -159,7 +160,7 @@ def test_info_prints_runtime_info_with_runc_features() -> None:
     import json
 
     from protos.gen.containerd.types import RuntimeInfo
-    from shim import info
+    from shim.entry import info
 
     done = _info()
     assert done.returncode == 0, done.stderr
@@ -176,7 +177,7 @@ def test_info_prints_runtime_info_with_runc_features() -> None:
 
 def test_info_echoes_options_and_reports_the_task_api() -> None:
     from protos.gen.containerd.types import RuntimeInfo
-    from shim import info
+    from shim.entry import info
 
     options = _runtimeoptions(body='task_api = "v3-grpc"\n')
     done = _info(options)

@@ -86,7 +86,7 @@ def _explain(c: PrivateContainerd, r) -> str:
 
 
 def _record(c: PrivateContainerd, cid: str) -> str:
-    """The task API the running shim serves (shim/config.py's record)."""
+    """The task API the running shim serves (shim/entry/config.py's record)."""
     h = harness.shim_hash(c.address, c.namespace, cid)
     return (harness.LXCFS_STATE_DIR / h / "task-api").read_text()
 

@@ -38,7 +38,7 @@ CONTAINERDS = [
     pytest.param(None, id="containerd-1.6"),
     pytest.param(str(PEERS / "containerd-v2.4.2" / "bin"), id="containerd-2.4"),
 ]
-#: How long a shim nobody sends a Create waits before it exits (shim/daemon.py), for the test.
+#: How long a shim nobody sends a Create waits before it exits (shim/entry/daemon.py), for the test.
 UNUSED_EXIT = 2.0
 
 REUSE_RUNS = int(os.environ.get("CHURN_REUSE_RUNS", "100"))

@@ -15,8 +15,8 @@ from betterproto.lib.google.protobuf import Empty
 from harness import LXCFS_RUNTIME, shim_hash
 
 from protos.gen.containerd.task import v2 as api
-from shim.errors import Code, RpcError
-from shim.ttrpc.client import TtrpcClient
+from shim.transport.errors import Code, RpcError
+from shim.transport.ttrpc.client import TtrpcClient
 
 pytestmark = pytest.mark.e2e
 

@@ -32,8 +32,8 @@ from betterproto.lib.google.protobuf import Empty as _Empty
 from harness import LXCFS_RUNTIME, SHIM_SOCKET_DIR, parse_meminfo, shim_hash, wait_until
 
 from protos.gen.containerd.task import v2 as api
-from shim.errors import Code, RpcError
-from shim.ttrpc.client import TtrpcClient
+from shim.transport.errors import Code, RpcError
+from shim.transport.ttrpc.client import TtrpcClient
 
 pytestmark = pytest.mark.e2e
 

@@ -31,12 +31,12 @@ from hypothesis import strategies as st
 
 from procfs.view import View
 from protos.gen.ttrpc import KeyValue, Request, Response
-from shim.errors import Code
-from shim.events import Publisher
-from shim.reaper import Reaper
-from shim.service import TaskService
-from shim.transport import _RPCS, TASK_V2, TASK_V3, task_methods, task_services
-from shim.ttrpc.codec import (
+from shim.task.events import Publisher
+from shim.task.methods import _RPCS, TASK_V2, TASK_V3, task_methods, task_services
+from shim.task.reaper import Reaper
+from shim.task.service import TaskService
+from shim.transport.errors import Code
+from shim.transport.ttrpc.codec import (
     HEADER,
     MessageType,
     ProtocolError,
@@ -45,7 +45,7 @@ from shim.ttrpc.codec import (
     StreamError,
     encode_frame,
 )
-from shim.ttrpc.server import TtrpcServer
+from shim.transport.ttrpc.server import TtrpcServer
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
@@ -135,7 +135,7 @@ async def _serving(path: str, grpc: bool) -> AsyncIterator[None]:
         listener.bind(path)
         listener.listen(64)
         if grpc:
-            from shim.grpc_transport import GrpcServer
+            from shim.transport.grpc import GrpcServer
 
             await tg.start(GrpcServer(task_methods(service)).serve, listener)
         else:
@@ -292,7 +292,7 @@ async def _grpc_call(path: str, name: str, payload: bytes) -> tuple[int, str]:
     from grpclib.const import Cardinality
     from grpclib.exceptions import GRPCError
 
-    from shim.grpc_transport import _Bytes
+    from shim.transport.grpc import _Bytes
 
     channel = Channel(path=path, codec=_Bytes())
     try:

@@ -39,8 +39,8 @@ from protos.gen.containerd.runc import v1 as runc_opts
 from protos.gen.containerd.task import v2 as api
 from protos.gen.containerd.types import Mount
 from protos.gen.runtimeoptions import v1 as runtimeoptions
-from shim.errors import RpcError
 from shim.identity import STATE_DIR, shim_hash
+from shim.transport.errors import RpcError
 
 pytestmark = pytest.mark.e2e
 

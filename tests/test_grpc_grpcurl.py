@@ -1,6 +1,6 @@
 """The gRPC transport against a real grpc-go client: grpcurl v1.9.4 with our .proto files.
 
-containerd 2.0-2.4 never get a gRPC address from `start` (shim/config.py: they close the
+containerd 2.0-2.4 never get a gRPC address from `start` (shim/entry/config.py: they close the
 connection before the first call), so the transport is exercised here directly: the serving
 process listens with `-task-api v3-grpc -socket PATH` and grpcurl (grpc-go, HTTP/2 over the
 unix socket) calls every `containerd.task.v3.Task` method, sends a message over the 4 MiB

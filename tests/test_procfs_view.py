@@ -16,7 +16,7 @@ import pytest
 from procfs.cgroups import Hierarchies
 from procfs.renderers.meminfo import parse_meminfo
 from procfs.view import View
-from shim.mountutil import fuse_connection
+from shim.task.mountutil import fuse_connection
 
 MEMCG = Path("/sys/fs/cgroup/memory")
 

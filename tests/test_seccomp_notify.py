@@ -1,4 +1,4 @@
-"""shim/seccomp_notify.py against the real kernel: a forked child installs a filter that
+"""shim/task/seccomp_notify.py against the real kernel: a forked child installs a filter that
 notifies on sysinfo(2) (as runc does for a container) and hands us the listener fd.
 
 Proves: our answer lands in the caller's struct; a caller blocked when the listener closes,
@@ -19,7 +19,7 @@ import struct
 import pytest
 
 from procfs.sysinfo import Sysinfo
-from shim import seccomp_notify
+from shim.task import seccomp_notify
 
 _SECCOMP_NR = {"x86_64": 317, "aarch64": 277}.get(platform.machine())
 pytestmark = pytest.mark.skipif(_SECCOMP_NR is None or os.geteuid() != 0,

@@ -15,10 +15,10 @@ import pytest
 
 from procfs.view import View
 from protos.gen.containerd.task.v2 import CreateTaskRequest, ShutdownRequest
-from shim.errors import RpcError
-from shim.events import Publisher
-from shim.reaper import Reaper
-from shim.service import TaskService
+from shim.task.events import Publisher
+from shim.task.reaper import Reaper
+from shim.task.service import TaskService
+from shim.transport.errors import RpcError
 
 
 def test_shutdown_during_create_keeps_the_shim(tmp_path: Path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shim import spec
+from shim.oci import spec
 
 
 def _spec(*mounts: dict) -> dict:

@@ -10,7 +10,9 @@ import pytest
 
 from procfs import sysinfo
 from procfs.container import Container
-from shim import seccomp_notify, seccomp_profile, spec
+from shim.oci import seccomp as seccomp_profile
+from shim.oci import spec
+from shim.task import seccomp_notify
 
 LISTENER = "/run/containerd-shim-lxcfs/abc/sysinfo.sock"
 NOTIFY = {"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"}

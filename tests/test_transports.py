@@ -56,11 +56,11 @@ from protos.gen.containerd.task import v3 as api3
 from protos.gen.containerd.types import Mount
 from protos.gen.containerd.v1 import types as v1types
 from protos.gen.runtimeoptions import v1 as runtimeoptions
-from shim import config
-from shim.errors import Code, ConnectionClosed, RpcError
+from shim.entry import config
 from shim.identity import socket_path, state_dir
-from shim.rpc import Method
-from shim.ttrpc import TtrpcClient, TtrpcServer
+from shim.transport.errors import Code, ConnectionClosed, RpcError
+from shim.transport.rpc import Method
+from shim.transport.ttrpc import TtrpcClient, TtrpcServer
 
 pytestmark = pytest.mark.e2e
 
@@ -386,7 +386,7 @@ def _expected_output(mode: str, path: str, bootstrap: bool = False) -> str:
 # --------------------------------------------------------------------------- lifecycle
 
 
-#: A containerd newer than every release known to drop gRPC shims (shim/config.py).
+#: A containerd newer than every release known to drop gRPC shims (shim/entry/config.py).
 FUTURE = "v2.99.0"
 
 
@@ -652,7 +652,7 @@ async def test_bad_setting_fails_start_loudly(tmp_path: Path, rootfs: Path,
 
 def test_start_stays_stdlib_only() -> None:
     """start runs per container on the create path: no grpclib/betterproto imports."""
-    code = ("import sys, shim.start, shim.info, shim.config; "
+    code = ("import sys, shim.entry.start, shim.entry.info, shim.entry.config; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('grpclib', 'betterproto', 'anyio', 'protos')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -20,7 +20,7 @@ from harness import (
     wait_until,
 )
 
-from shim import start, zygote
+from shim.entry import start, zygote
 
 
 def test_request_round_trip(monkeypatch) -> None:

@@ -1,6 +1,7 @@
 """The main job: a 256 MiB busybox container prints /proc/meminfo and `free` next to the host's.
 
-    python -m shim.demo [--runtime io.containerd.lxcfs.v2] [--memory-limit 268435456] [--cpus 1]
+    python -m shim.entry.demo [--runtime io.containerd.lxcfs.v2] [--memory-limit 268435456]
+                              [--cpus 1]
 
 Builds a busybox rootfs from the host's static /bin/busybox, uses the system containerd when it
 answers on /run/containerd/containerd.sock (else starts a private one in a temp dir), runs
@@ -172,7 +173,8 @@ def side_by_side(left_title: str, left: str, right_title: str, right: str, n: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shim.demo", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m shim.entry.demo",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--runtime", default="io.containerd.lxcfs.v2")
     ap.add_argument("--memory-limit", type=int, default=268435456, help="bytes")
     ap.add_argument("--cpus", default="1")

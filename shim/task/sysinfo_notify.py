@@ -25,8 +25,10 @@ import anyio.abc
 from procfs.container import Container
 from procfs.sysinfo import produce_sysinfo
 from procfs.view import SHARE_WINDOW, View
-from shim import seccomp_notify, seccomp_profile, spec
 from shim.identity import SYSINFO_SOCKET
+from shim.oci import seccomp as seccomp_profile
+from shim.oci import spec
+from shim.task import seccomp_notify
 
 log = logging.getLogger("shim.sysinfo")
 

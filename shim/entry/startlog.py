@@ -14,7 +14,7 @@ from shim.identity import RUNTIME_NAME
 
 
 def line(level: str, message: str, namespace: str, id: str) -> str:
-    """A logrus text line, as shim/logs.py writes them."""
+    """A logrus text line, as shim/entry/logs.py writes them."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
     escaped = message.replace("\\", "\\\\").replace('"', '\\"')

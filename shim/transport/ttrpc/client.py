@@ -21,9 +21,9 @@ import anyio.abc
 import betterproto
 
 from protos.gen.ttrpc import KeyValue, Request, Response
-from shim.errors import Code, ConnectionClosed, RpcError
-from shim.ttrpc import sockio
-from shim.ttrpc.codec import ClientConnection, ProtocolError
+from shim.transport.errors import Code, ConnectionClosed, RpcError
+from shim.transport.ttrpc import sockio
+from shim.transport.ttrpc.codec import ClientConnection, ProtocolError
 
 log = logging.getLogger("shim.ttrpc")
 

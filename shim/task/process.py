@@ -13,8 +13,8 @@ from typing import Any
 
 import anyio
 
-from shim.errors import RpcError
-from shim.stdio import ProcessIO
+from shim.task.stdio import ProcessIO
+from shim.transport.errors import RpcError
 
 
 class Status(enum.Enum):

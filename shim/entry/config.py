@@ -5,7 +5,7 @@
 * `v3-grpc`   gRPC, `containerd.task.v3.Task`: no containerd release can use it (below).
 
 Without a setting, `start` offers the best API the containerd running it announces: one
-that speaks the bootstrap protocol (2.3+, shim/bootstrap.py) gets v3 ttrpc, as its own runc
+that speaks the bootstrap protocol (2.3+, shim/entry/bootstrap.py) gets v3 ttrpc, as its own runc
 shim does; every other start (1.6 to 2.2, which look alike: `MAX_SHIM_VERSION` is 2 on all
 of them) gets v2, which all of them speak.
 
@@ -117,7 +117,7 @@ def start_output(mode: str, socket_path: str, *, bootstrap: bool = False) -> byt
     protocol); older ones the plain ttrpc address or bootstrap JSON.
     """
     if bootstrap:
-        from shim.bootstrap import result
+        from shim.entry.bootstrap import result
 
         if mode == V3_GRPC:
             return result(3, socket_path, "grpc")  # grpc-go dials a bare path

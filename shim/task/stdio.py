@@ -12,7 +12,7 @@ matter:
 `binary://` loggers get the read ends of two pipes as fds 3 and 4 and signal readiness on fd
 5; the container writes into the pipes directly. Only a terminal needs copying: runc hands
 the pty master over a console socket and the shim copies stdin -> master -> stdout
-(shim/console.py), as anyio tasks in the service's task group.
+(shim/task/console.py), as anyio tasks in the service's task group.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from urllib.parse import parse_qsl, urlparse
 import anyio
 import anyio.abc
 
-from shim import console
-from shim.errors import RpcError
-from shim.reaper import Reaper, Watch
+from shim.task import console
+from shim.task.reaper import Reaper, Watch
+from shim.transport.errors import RpcError
 
 log = logging.getLogger("shim.stdio")
 

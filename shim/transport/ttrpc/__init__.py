@@ -1,7 +1,7 @@
 """ttrpc transport: sans-I/O codec plus anyio server and client."""
 
-from shim.ttrpc.client import TtrpcClient
-from shim.ttrpc.codec import (
+from shim.transport.ttrpc.client import TtrpcClient
+from shim.transport.ttrpc.codec import (
     MAX_DATA_SIZE,
     ClientConnection,
     FrameTooLarge,
@@ -12,7 +12,7 @@ from shim.ttrpc.codec import (
     ServerConnection,
     StreamError,
 )
-from shim.ttrpc.server import TtrpcServer
+from shim.transport.ttrpc.server import TtrpcServer
 
 __all__ = [
     "MAX_DATA_SIZE",

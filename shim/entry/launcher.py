@@ -1,4 +1,4 @@
-"""Write the fast `containerd-shim-lxcfs-v2` launcher: `python -m shim.launcher <path>`.
+"""Write the fast `containerd-shim-lxcfs-v2` launcher: `python -m shim.entry.launcher <path>`.
 
 containerd runs the shim binary twice per container on its critical path (`start`, then
 `delete`). pip's console script runs the venv interpreter with `site`, which scans the
@@ -24,18 +24,18 @@ def launcher_text() -> str:
     paths = list(dict.fromkeys([source, purelib, platlib]))
     return (
         f"#!{sys.executable} -S\n"
-        "# Written by install.sh (python -m shim.launcher): the interpreter without `site`\n"
+        "# Written by install.sh (python -m shim.entry.launcher): the interpreter without `site`\n"
         "# (faster start/delete on containerd's create path), with our paths set directly.\n"
         "import sys\n"
         f"sys.path += {paths!r}  # after PYTHONPATH (bench --tree) and the stdlib\n"
-        "from shim.cli import run\n"
+        "from shim.entry.cli import run\n"
         "run()\n"
     )
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m shim.launcher <path of containerd-shim-lxcfs-v2 to write>",
+        print("usage: python -m shim.entry.launcher <path of containerd-shim-lxcfs-v2 to write>",
               file=sys.stderr)
         return 2
     target = argv[0]

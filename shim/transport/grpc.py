@@ -25,8 +25,8 @@ from grpclib.exceptions import GRPCError
 from grpclib.server import Server, Stream
 
 from protos.gen.containerd.task.v3 import TaskBase
-from shim.errors import Code
-from shim.rpc import Method, invoke
+from shim.transport.errors import Code
+from shim.transport.rpc import Method, invoke
 
 log = logging.getLogger("shim.grpc")
 

@@ -18,10 +18,10 @@ import anyio.abc
 
 from protos.gen.google.rpc import Status
 from protos.gen.ttrpc import Request, Response
-from shim.errors import Code
-from shim.rpc import Services, invoke
-from shim.ttrpc import sockio
-from shim.ttrpc.codec import (
+from shim.transport.errors import Code
+from shim.transport.rpc import Services, invoke
+from shim.transport.ttrpc import sockio
+from shim.transport.ttrpc.codec import (
     FrameTooLarge,
     ProtocolError,
     RequestReceived,
@@ -51,7 +51,7 @@ def peer_is_same_user(sock: socket.socket) -> bool:
 
 
 class TtrpcServer:
-    """Serves `services` (see shim.rpc) over ttrpc on an already listening unix socket."""
+    """Serves `services` (see shim.transport.rpc) over ttrpc on an already listening unix socket."""
 
     def __init__(self, services: Services) -> None:
         self._services = services

@@ -12,7 +12,7 @@ import sys
 import time
 from types import SimpleNamespace
 
-from shim import mountutil, wire
+from shim import wire
 from shim.identity import (
     RUNC_ROOT,
     SYSINFO_SOCKET,
@@ -25,6 +25,7 @@ from shim.identity import (
     socket_path,
     state_dir,
 )
+from shim.task import mountutil
 
 _SIGKILL_STATUS = 128 + 9
 
@@ -90,7 +91,7 @@ def remove_dead_shims(sock: str, state: str, mounted: set[str]) -> None:
     with SocketLock():  # the socket and the record may be a live successor's: check first
         if not shim_alive(sock, 0.2):
             quietly(os.unlink, sock)
-            quietly(os.unlink, os.path.join(state, "task-api"))  # shim/config.py's record
+            quietly(os.unlink, os.path.join(state, "task-api"))  # shim/entry/config.py's record
         quietly(os.rmdir, state)
 
 

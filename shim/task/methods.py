@@ -1,7 +1,7 @@
 """The Task service as a transport-neutral method table.
 
 ttrpc serves it as `containerd.task.v2.Task` and `containerd.task.v3.Task` (containerd 2.x),
-and shim/grpc_transport.py as gRPC `containerd.task.v3.Task`: both packages define
+and shim/transport/grpc.py as gRPC `containerd.task.v3.Task`: both packages define
 byte-identical messages, so the v2 classes decode either on every transport.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import betterproto
 
 from protos.gen.containerd.task import v2 as api
-from shim.errors import RpcError
-from shim.rpc import Method, Services
-from shim.service import TaskService
+from shim.task.service import TaskService
+from shim.transport.errors import RpcError
+from shim.transport.rpc import Method, Services
 
 TASK_V2 = "containerd.task.v2.Task"
 TASK_V3 = "containerd.task.v3.Task"

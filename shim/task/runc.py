@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from shim.reaper import Reaper
+from shim.task.reaper import Reaper
 
 log = logging.getLogger("shim.runc")
 

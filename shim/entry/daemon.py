@@ -23,17 +23,18 @@ import anyio
 import anyio.abc
 
 from procfs.view import View
-from shim import config, logs, trace
-from shim.events import Publisher
+from shim import trace
+from shim.entry import config, logs
 from shim.identity import SocketLock, file_identity, instance_dir, socket_path, state_dir
-from shim.reaper import Reaper, become_subreaper
-from shim.service import TaskService
-from shim.sysinfo_notify import SysinfoNotifier
-from shim.transport import task_methods, task_services
-from shim.ttrpc.server import TtrpcServer
+from shim.task.events import Publisher
+from shim.task.methods import task_methods, task_services
+from shim.task.reaper import Reaper, become_subreaper
+from shim.task.service import TaskService
+from shim.task.sysinfo_notify import SysinfoNotifier
+from shim.transport.ttrpc.server import TtrpcServer
 
 if TYPE_CHECKING:
-    from shim.grpc_transport import GrpcServer
+    from shim.transport.grpc import GrpcServer
 
 log = logging.getLogger("shim")
 
@@ -174,7 +175,7 @@ async def _exit_when_unused(service: TaskService, stop: Callable[[], None],
 def _task_server(task_api: str, service: TaskService) -> TtrpcServer | GrpcServer:
     """The Task service on the transport `start` chose; events use ttrpc Forward either way."""
     if task_api == config.V3_GRPC:
-        from shim.grpc_transport import GrpcServer  # grpclib only when asked for
+        from shim.transport.grpc import GrpcServer  # grpclib only when asked for
 
         return GrpcServer(task_methods(service))
     return TtrpcServer(task_services(service))
@@ -207,7 +208,7 @@ def serve(args: SimpleNamespace) -> int:
 
 
 def serve_spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
-    """A zygote's spare (shim/zygote.py): the same serving process, with the event loop,
+    """A zygote's spare (shim/entry/zygote.py): the same serving process, with the event loop,
     the subreaper and the reaper set up *before* a `start` hands over its request (~5 ms
     less on containerd's create path). `take()` is called once `ready` is readable; it
     gives the shim's argv and listener fd, or raises EOFError when the zygote went away."""
@@ -215,7 +216,7 @@ def serve_spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
 
 
 async def _spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
-    from shim.cli import UsageError, parse
+    from shim.entry.cli import UsageError, parse
 
     reaper = Reaper()
     async with anyio.create_task_group() as tg:

@@ -41,7 +41,7 @@ FILE_NAMES = {
 #: Virtualized unless annotations say otherwise: all of them, as lxcfs setups bind them all.
 DEFAULT_FILES = tuple(FILE_NAMES.values())
 #: What the shim answers besides files, selected by the same annotations (on by default):
-#: ``sysinfo`` is the syscall, answered through seccomp (shim/sysinfo_notify.py).
+#: ``sysinfo`` is the syscall, answered through seccomp (shim/task/sysinfo_notify.py).
 FEATURES = frozenset({"sysinfo"})
 
 #: Per-container selection (OCI annotations; Kubernetes pods reach them through containerd's

@@ -10,7 +10,7 @@ stays in its pod, exactly as with exec'd shims.
 Forking is itself on the critical path (two forks of a large process, ~5 ms), and so is a
 serving process's own set-up (event loop, subreaper, reaper: ~5 ms more), so the zygote keeps
 one **spare** ahead of time: a process that already left the zygote (double fork, new session,
-parent init), set all that up (`serve_spare` in shim/daemon.py), and waits in its event loop
+parent init), set all that up (`serve_spare` in shim/entry/daemon.py), and waits in its event loop
 on a socketpair. `start` waits only for the hand-over; the spare then takes on the request's
 cwd, environment and title and serves. The next spare is forked `SPARE_DELAY` after a
 hand-over; with none ready (a burst of starts), a fresh one is forked and handed the request.
@@ -59,7 +59,7 @@ def _warm_up() -> None:
     import anyio._backends._asyncio  # noqa: F401  (anyio.run imports it lazily)
     import betterproto
 
-    import shim.daemon  # noqa: F401  (the whole serving stack)
+    import shim.entry.daemon  # noqa: F401  (the whole serving stack)
     from protos.gen.containerd import events
     from protos.gen.containerd.services.events.ttrpc import v1 as events_svc
     from protos.gen.containerd.task import v2 as api
@@ -167,14 +167,14 @@ def _take(ctl: socket.socket) -> tuple[list[str], int]:
 
 def _wait_as_spare(ctl: socket.socket, close: list[int]) -> None:
     """In a spare: run the serving process's event loop and reaper ahead of the request
-    (shim/daemon.py's serve_spare), which `_take` then delivers; never returns."""
+    (shim/entry/daemon.py's serve_spare), which `_take` then delivers; never returns."""
     status = 1
     try:
         for fd in close:
             os.close(fd)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
-        from shim import daemon
+        from shim.entry import daemon
 
         status = daemon.serve_spare(ctl.fileno(), lambda: _take(ctl))
     except BaseException:

@@ -14,7 +14,7 @@ from enum import IntEnum, IntFlag
 
 from protos.gen.google.rpc import Status
 from protos.gen.ttrpc import Request, Response
-from shim.errors import Code, RpcError
+from shim.transport.errors import Code, RpcError
 
 HEADER = struct.Struct(">IIBB")  # data length, stream id, message type, flags
 HEADER_SIZE = HEADER.size  # 10

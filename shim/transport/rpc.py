@@ -2,7 +2,7 @@
 
 Services are described once and served by any transport (ttrpc today, gRPC later): a
 transport decodes the payload with `Method.request`, awaits `Method.call`, and encodes the
-returned message. Handlers signal failures with `shim.errors.RpcError`.
+returned message. Handlers signal failures with `shim.transport.errors.RpcError`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import betterproto
 
 from shim import trace
-from shim.errors import Code, RpcError, status_of
+from shim.transport.errors import Code, RpcError, status_of
 
 Message = betterproto.Message
 

@@ -20,7 +20,8 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-from shim import config, options, wire
+from shim import options, wire
+from shim.entry import config
 from shim.identity import RUNTIME_NAME, SHIM_NAME, __version__
 
 #: typeurl's name for the OCI runtime-spec features document (JSON value).

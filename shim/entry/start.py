@@ -5,8 +5,8 @@ nothing but the address and the daemon gets /dev/null for its stdio (it logs to 
 `log` fifo). Stdlib only: this runs once per container on the create path.
 
 stdin is containerd 2.3+'s BootstrapParams or an older containerd's options Any
-(shim/bootstrap.py); the answer is a BootstrapResult for the former, the plain address or
-bootstrap JSON for the latter, for the task API shim/config.py picks.
+(shim/entry/bootstrap.py); the answer is a BootstrapResult for the former, the plain address or
+bootstrap JSON for the latter, for the task API shim/entry/config.py picks.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import os
 import sys
 from types import SimpleNamespace
 
-from shim import bootstrap, config, shimcgroup, startlog, trace
+from shim import trace
+from shim.entry import bootstrap, config, shimcgroup, startlog
 from shim.identity import (
     SHIM_NAME,
     STATE_DIR,
@@ -248,7 +249,8 @@ def _kill_launched(pid: int, path: str, state: str) -> None:
     """Undo a launched shim: SIGKILL, then remove what it may have made (view, socket)."""
     import time
 
-    from shim import cleanup, mountutil
+    from shim.entry import cleanup
+    from shim.task import mountutil
 
     quietly(os.kill, pid, 9)
     deadline = time.monotonic() + 2

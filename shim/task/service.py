@@ -2,8 +2,8 @@
 
 Methods take and return the generated `containerd.task.v2` messages; transports only decode,
 call and encode. Semantics and error texts follow containerd-shim-runc-v2 (see
-shared/reference/task-api.md). Process state lives in shim/process.py, stdio in
-shim/stdio.py, cgroup counters and OOM watching in shim/stats.py and shim/oom.py.
+shared/reference/task-api.md). Process state lives in shim/task/process.py, stdio in
+shim/task/stdio.py, cgroup counters and OOM watching in shim/task/stats.py and shim/task/oom.py.
 """
 
 from __future__ import annotations
@@ -33,17 +33,19 @@ from protos.gen.containerd.runc import v1 as runc_opts
 from protos.gen.containerd.task import v2 as api
 from protos.gen.containerd.types import Mount
 from protos.gen.containerd.v1 import types as v1types
-from shim import mountutil, oom, spec, stats, trace
 from shim import options as runtime_options
-from shim.errors import RpcError
-from shim.events import Publisher
+from shim import trace
 from shim.identity import RUNC_ROOT
-from shim.process import Process, Status
-from shim.protoutil import GO_ZERO_TIME, pack_any
-from shim.reaper import Reaper, Watch
-from shim.runc import Runc, RuncError
-from shim.stdio import IOContext, ProcessIO
-from shim.sysinfo_notify import SysinfoNotifier
+from shim.oci import spec
+from shim.task import mountutil, oom, stats
+from shim.task.events import Publisher
+from shim.task.process import Process, Status
+from shim.task.reaper import Reaper, Watch
+from shim.task.runc import Runc, RuncError
+from shim.task.stdio import IOContext, ProcessIO
+from shim.task.sysinfo_notify import SysinfoNotifier
+from shim.transport.errors import RpcError
+from shim.transport.protoutil import GO_ZERO_TIME, pack_any
 
 log = logging.getLogger("shim.service")
 
@@ -76,7 +78,7 @@ class RuncOptions:
     systemd_cgroup: bool = False
     no_pivot_root: bool = False
     no_new_keyring: bool = False
-    shim_cgroup: str = ""  #: applied by `start` (shim/start.py), kept here for options.json
+    shim_cgroup: str = ""  #: applied by `start` (shim/entry/start.py), kept here for options.json
     io_uid: int = 0
     io_gid: int = 0
     criu_image_path: str = ""
@@ -92,7 +94,7 @@ class RuncOptions:
             decoded = runtime_options.decode_any(any_options.type_url, bytes(any_options.value))
         except runtime_options.OptionsError as e:
             raise RpcError.invalid_argument(str(e)) from e
-        decoded.pop("task_api", None)  # `start`'s business (shim/config.py)
+        decoded.pop("task_api", None)  # `start`'s business (shim/entry/config.py)
         return cls(**decoded)  # type: ignore[arg-type]
 
     def write(self, bundle: str) -> None:
@@ -172,7 +174,7 @@ class TaskService:
         #: Creates under way: not in _containers until runc create returns, but a Shutdown
         #: (for another container of the pod) must not take the shim away under them.
         self._creating: set[str] = set()
-        #: monotonic time of the last request (shim/transport.py notes it)
+        #: monotonic time of the last request (shim/task/methods.py notes it)
         self.last_request = time.monotonic()
 
     # -- helpers ---------------------------------------------------------------------------

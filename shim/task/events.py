@@ -16,8 +16,8 @@ import betterproto
 from betterproto.lib.google.protobuf import Empty
 
 from protos.gen.containerd.services.events.ttrpc import v1 as events_svc
-from shim.protoutil import pack_any
-from shim.ttrpc.client import TtrpcClient
+from shim.transport.protoutil import pack_any
+from shim.transport.ttrpc.client import TtrpcClient
 
 log = logging.getLogger("shim.events")
 

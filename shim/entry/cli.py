@@ -109,29 +109,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{SHIM_NAME}:\n  Version:  {__version__}\n  Runtime:  {RUNTIME_NAME}")
         return 0
     if args.info:
-        from shim.info import print_info
+        from shim.entry.info import print_info
 
         return print_info()
     if args.zygote:
-        from shim.zygote import serve as serve_zygote
+        from shim.entry.zygote import serve as serve_zygote
 
         return serve_zygote(args.zygote)
     if args.action == "start":
-        from shim.start import start
+        from shim.entry.start import start
 
         return start(args)
     if args.action == "check":
-        from shim.check import main as check
+        from shim.entry.check import main as check
 
         return check()
     if args.action == "delete":
-        from shim.cleanup import delete
+        from shim.entry.cleanup import delete
 
         return delete(args)
     if not args.namespace:
         print(f"{SHIM_NAME}: -namespace is required\n\n{HELP}", file=sys.stderr, end="")
         return 2
-    from shim.daemon import serve
+    from shim.entry.daemon import serve
 
     return serve(args)
 
