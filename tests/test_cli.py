@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from shim import identity, wire
-from shim.entry.cli import parse
+from shim.entry.args import parse
 
 
 def test_go_style_flags() -> None:

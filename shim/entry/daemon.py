@@ -216,7 +216,7 @@ def serve_spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
 
 
 async def _spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
-    from shim.entry.cli import UsageError, parse
+    from shim.entry.args import UsageError, parse
 
     reaper = Reaper()
     async with anyio.create_task_group() as tg:
