@@ -47,20 +47,27 @@ SUBNET = f"10.233.{os.getpid() % 250}.0/24"
 
 #: regex -> why it is skipped (for both handlers; the README lists them)
 SKIPS: dict[str, str] = {
-    r"public image with digest": "pulls test-image-digest@sha256:9700f9…, a digest only the "
-                                 "real gcr.io image has (no internet; ours cannot match it)",
-    r"Networking|port ?forward|hostport|DNS|[Ww]eb ?server|should support network":
-        "nginx web-server image and host ports/DNS: no image to build, no iptables here",
-    r"support HostPID|support PodPID|support ContainerPID":
-        "need e2e-test-images/nginx (its master process and /var/run/nginx.pid)",
+    r"public image with digest": (
+        "pulls test-image-digest@sha256:9700f9…, a digest only the "
+        "real gcr.io image has (no internet; ours cannot match it)"
+    ),
+    r"Networking|port ?forward|hostport|DNS|[Ww]eb ?server|should support network": (
+        "nginx web-server image and host ports/DNS: no image to build, no iptables here"
+    ),
+    r"support HostPID|support PodPID|support ContainerPID": (
+        "need e2e-test-images/nginx (its master process and /var/run/nginx.pid)"
+    ),
     r"support HostIpc": "`ipcs -m` in the container: Debian's busybox-static has no ipcs",
     r"Multiple Containers": "the pod's second container is the nginx web server",
     r"NoNewPrivs": "needs e2e-test-images/nonewprivs (a setuid binary that prints its euid)",
-    r"support MaskedPaths": "Debian's busybox sh runs `ls` in-process (standalone shell), so "
-                            "the masked /bin/ls is never executed",
-    r"AppArmor|SELinux|seccomp.*localhost|NRI":
+    r"support MaskedPaths": (
+        "Debian's busybox sh runs `ls` in-process (standalone shell), so "
+        "the masked /bin/ls is never executed"
+    ),
+    r"AppArmor|SELinux|seccomp.*localhost|NRI": (
         "host features not configured here (AppArmor/SELinux off, no seccomp profiles dir, "
-        "no NRI socket)",
+        "no NRI socket)"
+    ),
     r"[Ii]mage [Vv]olume": "image volumes: need a second real image with a known layout",
 }
 
