@@ -88,8 +88,10 @@ def imports(tree: str | None) -> str:
     for label, cmd in (
         ("bare interpreter (python -c pass)", [PY, "-c", "pass"]),
         ("bare, isolated (python -I -S -c pass)", [PY, "-I", "-S", "-c", "pass"]),
-        ("start path (import shim.entry.cli, .start)",
-         [PY, "-c", "import shim.entry.cli, shim.entry.start"]),
+        (
+            "start path (import shim.entry.cli, .start)",
+            [PY, "-c", "import shim.entry.cli, shim.entry.start"],
+        ),
         ("serving path (import shim.entry.daemon)", [PY, "-c", "import shim.entry.daemon"]),
     ):
         lines.append(f"  {label:48s} {_wall(cmd, env):7.1f} ms wall")
@@ -129,8 +131,12 @@ def shim_profiles(env: Env, runs: int, save: str | None = None) -> str:
     prof_dir = env.workdir / "prof"
     prof_dir.mkdir()
     launcher = _profiling_launcher(env)
-    env.compile_c("shimtime.c", env.bindir / "containerd-shim-lxcfs-v2", f'-DREAL="{launcher}"',
-                  f'-DLOG="{env.start_log}"')
+    env.compile_c(
+        "shimtime.c",
+        env.bindir / "containerd-shim-lxcfs-v2",
+        f'-DREAL="{launcher}"',
+        f'-DLOG="{env.start_log}"',
+    )
     env.ctrd.stop()  # restart containerd: its shims get BENCH_PROF_DIR
     env.ctrd.env["BENCH_PROF_DIR"] = str(prof_dir)
     env.ctrd.start()

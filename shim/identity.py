@@ -200,8 +200,7 @@ ZYGOTE_PREFIX = "zygote-"
 
 def zygote_socket() -> str:
     """The fork server for this code *and* this caller's context (see `process_context`)."""
-    return os.path.join(STATE_DIR,
-                        f"{ZYGOTE_PREFIX}{code_fingerprint()}-{process_context()}.sock")
+    return os.path.join(STATE_DIR, f"{ZYGOTE_PREFIX}{code_fingerprint()}-{process_context()}.sock")
 
 
 def quietly(call: object, *args: object) -> None:

@@ -74,8 +74,13 @@ class CriContainerd(PrivateContainerd):
     """
 
     def __init__(self, release: ContainerdRelease = NEWEST) -> None:
-        super().__init__(namespace="k8s.io", cri=True, start_timeout=60.0,
-                         containerd=release.containerd, ctr=release.ctr)
+        super().__init__(
+            namespace="k8s.io",
+            cri=True,
+            start_timeout=60.0,
+            containerd=release.containerd,
+            ctr=release.ctr,
+        )
         self.release = release
         self.registry_dir = self.tmpdir / "certs.d"
         self.install_output = ""
@@ -83,12 +88,13 @@ class CriContainerd(PrivateContainerd):
     def config_text(self) -> str:
         # top-level `imports` next to `version`, the CRI tables at the end
         text = super().config_text()
-        version_line = text[text.index("\nversion = ") + 1:].split("\n", 1)[0] + "\n"
+        version_line = text[text.index("\nversion = ") + 1 :].split("\n", 1)[0] + "\n"
         imports = f'{version_line}imports = ["{self.tmpdir}/conf.d/*.toml"]\n'
         text = text.replace(version_line, imports, 1)
         cri = CRI_CONFIG_V3 if self.major >= 2 else CRI_CONFIG_V2
-        return text + cri.format(pause=PAUSE_IMAGE, cni=self.tmpdir / "cni",
-                                 registry=self.registry_dir)
+        return text + cri.format(
+            pause=PAUSE_IMAGE, cni=self.tmpdir / "cni", registry=self.registry_dir
+        )
 
     def start(self) -> CriContainerd:
         for d in ("conf.d", "cni/bin", "cni/net.d", "certs.d"):
@@ -96,9 +102,16 @@ class CriContainerd(PrivateContainerd):
         self.config_path.write_text(self.config_text())
         r = subprocess.run(
             ["bash", str(REPO / "install.sh"), "--containerd-config-only"],
-            env={**self.env, "CONTAINERD_CONFIG_DIR": str(self.tmpdir),
-                 "CONTAINERD": self.containerd_bin},
-            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            env={
+                **self.env,
+                "CONTAINERD_CONFIG_DIR": str(self.tmpdir),
+                "CONTAINERD": self.containerd_bin,
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
         assert r.returncode == 0, f"install.sh failed:\n{r.stdout}\n{r.stderr}"
         self.install_output = r.stdout
         # PrivateContainerd.start() writes config_text() again: keep install.sh's result
@@ -107,8 +120,13 @@ class CriContainerd(PrivateContainerd):
         super().start()
         return self
 
-    def import_images(self, images: Iterable[tuple[str, list[str]]] = (
-            (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]), (BUSYBOX_IMAGE, ["/bin/sh"]))) -> None:
+    def import_images(
+        self,
+        images: Iterable[tuple[str, list[str]]] = (
+            (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
+            (BUSYBOX_IMAGE, ["/bin/sh"]),
+        ),
+    ) -> None:
         """Build `(name, cmd)` images from the host's busybox and `ctr images import` them."""
         with tempfile.TemporaryDirectory(prefix="cri-img-", dir="/tmp") as tmp:
             rootfs = build_busybox_rootfs(Path(tmp) / "rootfs")

@@ -18,12 +18,24 @@ from shim.identity import RUNTIME_NAME, SHIM_NAME
 
 #: flag -> attribute, for flags that take a value (hidden ones are set by `start` itself)
 _STRINGS = {
-    "namespace": "namespace", "address": "address", "publish-binary": "publish_binary",
-    "id": "id", "bundle": "bundle", "socket": "socket", "group": "group",
-    "zygote": "zygote", "task-api": "task_api",
+    "namespace": "namespace",
+    "address": "address",
+    "publish-binary": "publish_binary",
+    "id": "id",
+    "bundle": "bundle",
+    "socket": "socket",
+    "group": "group",
+    "zygote": "zygote",
+    "task-api": "task_api",
 }
-_BOOLS = {"debug": "debug", "v": "version", "version": "version", "info": "info",
-          "h": "help", "help": "help"}
+_BOOLS = {
+    "debug": "debug",
+    "v": "version",
+    "version": "version",
+    "info": "info",
+    "h": "help",
+    "help": "help",
+}
 _ACTIONS = ("start", "delete", "check")
 
 HELP = f"""usage: {SHIM_NAME} [flags] [start|delete|check]
@@ -61,8 +73,9 @@ class UsageError(ValueError):
 
 def parse(argv: list[str]) -> SimpleNamespace:
     """Go `flag` semantics for our flags; unknown flags are errors, as in Go."""
-    args = SimpleNamespace(**{a: "" for a in _STRINGS.values()},
-                           **{a: False for a in _BOOLS.values()}, action=None)
+    args = SimpleNamespace(
+        **{a: "" for a in _STRINGS.values()}, **{a: False for a in _BOOLS.values()}, action=None
+    )
     args.task_api = "v2"
     i = 0
     while i < len(argv):

@@ -24,9 +24,14 @@ LOG_LEVEL_DEBUG = -4
 
 # BootstrapParams: field number -> (name, wire type)
 _PARAMS = {
-    1: ("instance_id", 2), 2: ("namespace", 2), 3: ("log_level", 0),
-    4: ("containerd_version", 2), 5: ("containerd_ttrpc_address", 2),
-    6: ("containerd_grpc_address", 2), 7: ("containerd_binary", 2), 8: ("extensions", 2),
+    1: ("instance_id", 2),
+    2: ("namespace", 2),
+    3: ("log_level", 0),
+    4: ("containerd_version", 2),
+    5: ("containerd_ttrpc_address", 2),
+    6: ("containerd_grpc_address", 2),
+    7: ("containerd_binary", 2),
+    8: ("extensions", 2),
     9: ("socket_dir", 2),
 }
 
@@ -38,8 +43,15 @@ class StartInputError(ValueError):
 class StartInput:
     """What containerd told `start`: the decoded options and, on 2.3+, who it is."""
 
-    __slots__ = ("bootstrap", "containerd_version", "debug", "ignored", "options",
-                 "socket_dir", "ttrpc_address")
+    __slots__ = (
+        "bootstrap",
+        "containerd_version",
+        "debug",
+        "ignored",
+        "options",
+        "socket_dir",
+        "ttrpc_address",
+    )
 
     def __init__(self) -> None:
         #: containerd spoke the bootstrap protocol (2.3+): answer with BootstrapResult
@@ -101,15 +113,20 @@ def parse(raw: bytes, cli_id: str, cli_namespace: str) -> StartInput:
     if params.get("instance_id") == cli_id:
         raise StartInputError(
             f"BootstrapParams for {cli_id} name namespace {params.get('namespace', '')!r}, "
-            f"but -namespace is {cli_namespace!r}")
+            f"but -namespace is {cli_namespace!r}"
+        )
     try:
         type_url, value = wire.unpack_any(raw)
     except (ValueError, UnicodeDecodeError) as e:
-        raise StartInputError("stdin is neither containerd's BootstrapParams nor a runtime "
-                              f"options Any ({problem or e})") from None
+        raise StartInputError(
+            "stdin is neither containerd's BootstrapParams nor a runtime "
+            f"options Any ({problem or e})"
+        ) from None
     if not type_url:
-        raise StartInputError("stdin is neither containerd's BootstrapParams for "
-                              f"{cli_id} nor a runtime options Any (no type URL)")
+        raise StartInputError(
+            "stdin is neither containerd's BootstrapParams for "
+            f"{cli_id} nor a runtime options Any (no type URL)"
+        )
     try:
         got.options = options.decode_any(type_url, value)
     except options.OptionsError as e:
@@ -126,8 +143,10 @@ def _from_params(got: StartInput, params: dict[str, object]) -> StartInput:
     if got.socket_dir and not got.socket_dir.startswith("/"):
         raise StartInputError(f"BootstrapParams.socket_dir {got.socket_dir!r} is not absolute")
     if len(got.socket_dir.encode()) + 1 + 64 >= _SUN_PATH:  # <dir>/<sha256 hex>
-        raise StartInputError(f"BootstrapParams.socket_dir {got.socket_dir!r} is too long for "
-                              f"a unix socket path ({_SUN_PATH - 66} bytes at most)")
+        raise StartInputError(
+            f"BootstrapParams.socket_dir {got.socket_dir!r} is too long for "
+            f"a unix socket path ({_SUN_PATH - 66} bytes at most)"
+        )
     seen = ""
     for extension in params["extensions"]:  # type: ignore[attr-defined]
         try:
@@ -138,8 +157,10 @@ def _from_params(got: StartInput, params: dict[str, object]) -> StartInput:
             got.ignored.append(type_url)
             continue
         if seen:
-            raise StartInputError(f"BootstrapParams carry two runtime options ({seen} and "
-                                  f"{type_url}): which one to honour is not defined")
+            raise StartInputError(
+                f"BootstrapParams carry two runtime options ({seen} and "
+                f"{type_url}): which one to honour is not defined"
+            )
         seen = type_url
         try:
             got.options = options.decode_any(type_url, value)
@@ -154,5 +175,8 @@ def _int_field(number: int, value: int) -> bytes:
 
 def result(version: int, address: str, protocol: str) -> bytes:
     """BootstrapResult{version, address, protocol}: what `start` prints for containerd 2.3+."""
-    return (_int_field(1, version) + wire.bytes_field(2, address.encode())
-            + wire.bytes_field(3, protocol.encode()))
+    return (
+        _int_field(1, version)
+        + wire.bytes_field(2, address.encode())
+        + wire.bytes_field(3, protocol.encode())
+    )

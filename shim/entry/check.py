@@ -51,8 +51,14 @@ class Verdict:
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT,
-                              stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 
@@ -71,12 +77,22 @@ def check_fuse() -> Iterator[Verdict]:
     except OSError as e:
         yield Verdict(FAIL, "/dev/fuse", f"cannot open read-write: {e.strerror}")
         return
-    yield Verdict(OK, "/dev/fuse", f"character device {os.major(st.st_rdev)}:"
-                                   f"{os.minor(st.st_rdev)}, opens read-write")
+    yield Verdict(
+        OK,
+        "/dev/fuse",
+        f"character device {os.major(st.st_rdev)}:{os.minor(st.st_rdev)}, opens read-write",
+    )
     helper = shutil.which("fusermount3")
-    yield (Verdict(OK, "fusermount3", helper) if helper else
-           Verdict(WARN, "fusermount3", "missing (apt-get install fuse3); the shim mounts "
-                                        "directly as root, unmounting after a crash needs it"))
+    yield (
+        Verdict(OK, "fusermount3", helper)
+        if helper
+        else Verdict(
+            WARN,
+            "fusermount3",
+            "missing (apt-get install fuse3); the shim mounts "
+            "directly as root, unmounting after a crash needs it",
+        )
+    )
 
 
 def check_python() -> Iterator[Verdict]:
@@ -94,16 +110,24 @@ def check_python() -> Iterator[Verdict]:
                 versions.append(module)
     py = ".".join(map(str, sys.version_info[:3]))
     if missing:
-        yield Verdict(FAIL, "shim install", f"python {py}: cannot import {', '.join(missing)} "
-                                           f"(reinstall: ./install.sh)")
+        yield Verdict(
+            FAIL,
+            "shim install",
+            f"python {py}: cannot import {', '.join(missing)} (reinstall: ./install.sh)",
+        )
     else:
-        yield Verdict(OK, "shim install", f"{SHIM_NAME} {__version__}, python {py}, "
-                                         + ", ".join(versions))
+        yield Verdict(
+            OK, "shim install", f"{SHIM_NAME} {__version__}, python {py}, " + ", ".join(versions)
+        )
     on_path = shutil.which(SHIM_NAME)
     if on_path is None:
-        yield Verdict(FAIL, f"{SHIM_NAME} on PATH", "not found: containerd resolves "
-                      f"{RUNTIME_NAME} to this name on its PATH (install.sh links it into "
-                      "/usr/local/bin)")
+        yield Verdict(
+            FAIL,
+            f"{SHIM_NAME} on PATH",
+            "not found: containerd resolves "
+            f"{RUNTIME_NAME} to this name on its PATH (install.sh links it into "
+            "/usr/local/bin)",
+        )
     else:
         yield Verdict(OK, f"{SHIM_NAME} on PATH", f"{on_path} -> {os.path.realpath(on_path)}")
 
@@ -128,14 +152,21 @@ def check_runc() -> Iterator[Verdict]:
     yield Verdict(OK, "runc", f"{runc}: {first}")
     seccomp = _runc_features(runc).get("linux", {}).get("seccomp", {})
     if not seccomp:
-        yield Verdict(WARN, "runc seccomp notify", "`runc features` reports no seccomp "
-                      "support (runc < 1.1 or built without libseccomp)")
+        yield Verdict(
+            WARN,
+            "runc seccomp notify",
+            "`runc features` reports no seccomp support (runc < 1.1 or built without libseccomp)",
+        )
     elif "SCMP_ACT_NOTIFY" in seccomp.get("actions", []):
-        yield Verdict(OK, "runc seccomp notify", "SCMP_ACT_NOTIFY supported (sysinfo(2) "
-                      "can be answered by the shim)")
+        yield Verdict(
+            OK,
+            "runc seccomp notify",
+            "SCMP_ACT_NOTIFY supported (sysinfo(2) can be answered by the shim)",
+        )
     else:
-        yield Verdict(WARN, "runc seccomp notify", "SCMP_ACT_NOTIFY not among runc's seccomp "
-                      "actions")
+        yield Verdict(
+            WARN, "runc seccomp notify", "SCMP_ACT_NOTIFY not among runc's seccomp actions"
+        )
 
 
 def check_cgroup() -> Iterator[Verdict]:
@@ -149,9 +180,13 @@ def check_cgroup() -> Iterator[Verdict]:
         yield Verdict(OK, "cgroups", "v2 (unified hierarchy)")
     elif fstype == "tmpfs":
         hybrid = os.path.isdir("/sys/fs/cgroup/unified")
-        yield Verdict(OK, "cgroups", "v1" + (" (hybrid: v2 at /sys/fs/cgroup/unified)"
-                                             if hybrid else "") +
-                      "; containerd 2.2+ and kubelet 1.35+ deprecate v1")
+        yield Verdict(
+            OK,
+            "cgroups",
+            "v1"
+            + (" (hybrid: v2 at /sys/fs/cgroup/unified)" if hybrid else "")
+            + "; containerd 2.2+ and kubelet 1.35+ deprecate v1",
+        )
     else:
         yield Verdict(FAIL, "cgroups", f"/sys/fs/cgroup is {fstype or 'not mounted'}")
 
@@ -197,30 +232,44 @@ def check_containerd(containerd: list[str]) -> Iterator[Verdict]:
         return
     plugin, handler = _handler(dump)
     if not plugin:
-        yield Verdict(WARN, "CRI handler lxcfs", "containerd's CRI plugin is not configured "
-                      "(ctr works; Kubernetes needs it)")
+        yield Verdict(
+            WARN,
+            "CRI handler lxcfs",
+            "containerd's CRI plugin is not configured (ctr works; Kubernetes needs it)",
+        )
         return
     if handler is None:
-        yield Verdict(WARN, "CRI handler lxcfs", f"no runtimes.{HANDLER} in {plugin}: "
-                      "Kubernetes RuntimeClass handler lxcfs fails (./install.sh writes it)")
+        yield Verdict(
+            WARN,
+            "CRI handler lxcfs",
+            f"no runtimes.{HANDLER} in {plugin}: "
+            "Kubernetes RuntimeClass handler lxcfs fails (./install.sh writes it)",
+        )
         return
     rtype = handler.get("runtime_type", "")
     if rtype != RUNTIME_NAME:
-        yield Verdict(WARN, "CRI handler lxcfs", f"runtime_type is {rtype!r}, not "
-                      f"{RUNTIME_NAME!r}")
+        yield Verdict(WARN, "CRI handler lxcfs", f"runtime_type is {rtype!r}, not {RUNTIME_NAME!r}")
     else:
         yield Verdict(OK, "CRI handler lxcfs", f"{plugin} runtimes.{HANDLER} -> {rtype}")
     if ANNOTATIONS in handler.get("pod_annotations", []):
         yield Verdict(OK, "annotation passthrough", f"pod_annotations has {ANNOTATIONS}")
     else:
-        yield Verdict(WARN, "annotation passthrough", f"pod_annotations lacks {ANNOTATIONS}: "
-                      "per-pod file selection and opt-out do not reach the shim")
+        yield Verdict(
+            WARN,
+            "annotation passthrough",
+            f"pod_annotations lacks {ANNOTATIONS}: "
+            "per-pod file selection and opt-out do not reach the shim",
+        )
 
 
 def run_checks(containerd: list[str]) -> list[Verdict]:
     checks: list[Callable[[], Iterator[Verdict]]] = [
-        check_python, check_fuse, check_runc, check_cgroup,
-        lambda: check_containerd(containerd)]
+        check_python,
+        check_fuse,
+        check_runc,
+        check_cgroup,
+        lambda: check_containerd(containerd),
+    ]
     return [v for check in checks for v in check()]
 
 
@@ -233,6 +282,8 @@ def main() -> int:
         print(v.line())
     counts = {level: sum(v.level == level for v in verdicts) for level in (OK, WARN, FAIL)}
     failed = counts[FAIL]
-    print(f"summary: {counts[OK]} ok, {counts[WARN]} warn, {failed} failed"
-          + (" -> this node cannot run io.containerd.lxcfs.v2" if failed else ""))
+    print(
+        f"summary: {counts[OK]} ok, {counts[WARN]} warn, {failed} failed"
+        + (" -> this node cannot run io.containerd.lxcfs.v2" if failed else "")
+    )
     return 1 if failed else 0

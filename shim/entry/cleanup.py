@@ -108,8 +108,9 @@ def delete(args: SimpleNamespace) -> int:
         import subprocess
 
         try:
-            done = subprocess.run([*cmd, "delete", "--force", args.id], capture_output=True,
-                                  timeout=3, check=False)
+            done = subprocess.run(
+                [*cmd, "delete", "--force", args.id], capture_output=True, timeout=3, check=False
+            )
             if done.returncode and b"does not exist" not in done.stderr:
                 detail = done.stderr.decode(errors="replace").strip()
                 _log(f"runc delete --force {args.id}: {detail}")
@@ -130,7 +131,6 @@ def delete(args: SimpleNamespace) -> int:
 
     pid = int(_read(os.path.join(bundle, "init.pid")) or 0)
     now = time.time_ns()
-    sys.stdout.buffer.write(
-        wire.delete_response(pid, _SIGKILL_STATUS, now // 10**9, now % 10**9))
+    sys.stdout.buffer.write(wire.delete_response(pid, _SIGKILL_STATUS, now // 10**9, now % 10**9))
     sys.stdout.flush()
     return 0

@@ -45,11 +45,15 @@ MODES = (V2, V3_TTRPC, V3_GRPC)
 
 #: The newest containerd (major, minor) known to drop gRPC shim connections at once.
 GRPC_DROPPED_THROUGH = (2, 4)
-_IDLE = ("close a gRPC shim connection before the first call (core/runtime/v2/shim.go "
-         "grpcDialContext: the client starts IDLE and its close monitor takes IDLE for closed)")
+_IDLE = (
+    "close a gRPC shim connection before the first call (core/runtime/v2/shim.go "
+    "grpcDialContext: the client starts IDLE and its close monitor takes IDLE for closed)"
+)
 GRPC_DROPPED = "containerd {version} would {idle}: v3-grpc is served as {mode}"
-GRPC_LEGACY = ("containerd before 2.3 cannot use v3-grpc (1.6/1.7 know no task v3, 2.0-2.2 "
-               "{idle}): served as {mode}")
+GRPC_LEGACY = (
+    "containerd before 2.3 cannot use v3-grpc (1.6/1.7 know no task v3, 2.0-2.2 "
+    "{idle}): served as {mode}"
+)
 
 
 class ConfigError(ValueError):
@@ -92,8 +96,13 @@ def grpc_dropped(bootstrap: bool, containerd_version: str) -> bool:
     return version is None or version <= GRPC_DROPPED_THROUGH
 
 
-def resolve(opts: Mapping[str, object], environ: Mapping[str, str], *, bootstrap: bool = False,
-            containerd_version: str = "") -> tuple[str, str]:
+def resolve(
+    opts: Mapping[str, object],
+    environ: Mapping[str, str],
+    *,
+    bootstrap: bool = False,
+    containerd_version: str = "",
+) -> tuple[str, str]:
     """(task API to serve, note for the log when the setting could not be followed)."""
     chosen = from_options(opts)
     if chosen is None:
@@ -105,8 +114,9 @@ def resolve(opts: Mapping[str, object], environ: Mapping[str, str], *, bootstrap
         mode = V3_TTRPC if bootstrap else V2
         if not bootstrap:
             return mode, GRPC_LEGACY.format(idle=_IDLE, mode=mode)
-        return mode, GRPC_DROPPED.format(version=containerd_version or "(no version given)",
-                                         idle=_IDLE, mode=mode)
+        return mode, GRPC_DROPPED.format(
+            version=containerd_version or "(no version given)", idle=_IDLE, mode=mode
+        )
     return chosen, ""
 
 

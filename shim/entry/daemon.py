@@ -103,8 +103,9 @@ def _listener(args: SimpleNamespace, fd: int | None) -> tuple[socket.socket, str
     return sock, path
 
 
-async def _serve(args: SimpleNamespace, listener: int | None = None,
-                 reaper: Reaper | None = None) -> None:
+async def _serve(
+    args: SimpleNamespace, listener: int | None = None, reaper: Reaper | None = None
+) -> None:
     """Serve until idle; a spare brings its own listener fd and its already running reaper."""
     trace.mark("serve: event loop")
     sock, path = _listener(args, listener)
@@ -135,16 +136,21 @@ async def _serve(args: SimpleNamespace, listener: int | None = None,
             await tg.start(publisher.run)
             sysinfo = SysinfoNotifier(instance, view)  # per process, like the view
             await tg.start(sysinfo.run)
-            service = TaskService(namespace=args.namespace, reaper=reaper, view=view,
-                                  publisher=publisher, task_group=tg, on_idle=stop,
-                                  sysinfo=sysinfo)
+            service = TaskService(
+                namespace=args.namespace,
+                reaper=reaper,
+                view=view,
+                publisher=publisher,
+                task_group=tg,
+                on_idle=stop,
+                sysinfo=sysinfo,
+            )
             server = _task_server(args.task_api, service)
             await tg.start(server.serve, sock)
             trace.mark("serve: accepting")
             tg.start_soon(_on_signals, stop)
             tg.start_soon(_exit_when_unused, service, stop, _unused_exit_seconds())
-            log.info("serving task API %s on %s, view at %s", args.task_api, path,
-                     view.mountpoint)
+            log.info("serving task API %s on %s, view at %s", args.task_api, path, view.mountpoint)
             await idle.wait()
             trace.mark("serve: idle")
             await publisher.flush()
@@ -158,8 +164,7 @@ async def _serve(args: SimpleNamespace, listener: int | None = None,
         trace.mark("serve: exit")
 
 
-async def _exit_when_unused(service: TaskService, stop: Callable[[], None],
-                            seconds: float) -> None:
+async def _exit_when_unused(service: TaskService, stop: Callable[[], None], seconds: float) -> None:
     """Exit after `seconds` without a container and without a request (see UNUSED_EXIT_ENV)."""
     while True:
         await anyio.sleep(min(seconds, 5.0))

@@ -173,8 +173,9 @@ def side_by_side(left_title: str, left: str, right_title: str, right: str, n: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shim.entry.demo",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m shim.entry.demo", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--runtime", default="io.containerd.lxcfs.v2")
     ap.add_argument("--memory-limit", type=int, default=268435456, help="bytes")
     ap.add_argument("--cpus", default="1")
@@ -215,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
 
         meminfo, _, free = r.stdout.partition(FREE_MARK + "\n")
         host = Path("/proc/meminfo").read_text()
-        host_free = subprocess.run(["busybox", "free"], capture_output=True, text=True,
-                                   timeout=10).stdout
+        host_free = subprocess.run(
+            ["busybox", "free"], capture_output=True, text=True, timeout=10
+        ).stdout
         limit_kb = args.memory_limit // 1024
         print()
         print(

@@ -37,8 +37,13 @@ ANNOTATION_TASK_API_NOTE = "io.containerd.lxcfs.v2/task-api-note"
 def _features(runc: str) -> bytes | None:
     """`runc features` JSON; None when this runc cannot tell (as the Go shim tolerates)."""
     try:
-        out = subprocess.run([runc, "features"], stdin=subprocess.DEVNULL,
-                             capture_output=True, timeout=_FEATURES_TIMEOUT, check=True)
+        out = subprocess.run(
+            [runc, "features"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_FEATURES_TIMEOUT,
+            check=True,
+        )
     except (OSError, subprocess.SubprocessError) as e:
         print(f"{SHIM_NAME} -info: {runc} features: {e}", file=sys.stderr)
         return None

@@ -35,8 +35,10 @@ def launcher_text() -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m shim.entry.launcher <path of containerd-shim-lxcfs-v2 to write>",
-              file=sys.stderr)
+        print(
+            "usage: python -m shim.entry.launcher <path of containerd-shim-lxcfs-v2 to write>",
+            file=sys.stderr,
+        )
         return 2
     target = argv[0]
     tmp = target + ".tmp"

@@ -17,18 +17,21 @@ from shim.identity import RUNTIME_NAME
 class _LogrusFormatter(logging.Formatter):
     def __init__(self, namespace: str, id: str) -> None:
         super().__init__()
-        self._suffix = f' namespace={namespace} runtime={RUNTIME_NAME} id={id}'
+        self._suffix = f" namespace={namespace} runtime={RUNTIME_NAME} id={id}"
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
-        level = {"WARNING": "warning", "CRITICAL": "fatal"}.get(record.levelname,
-                                                                 record.levelname.lower())
+        level = {"WARNING": "warning", "CRITICAL": "fatal"}.get(
+            record.levelname, record.levelname.lower()
+        )
         escaped = message.replace("\\", "\\\\").replace('"', '\\"')
-        return (f'time="{stamp}.{int(record.msecs):03d}Z" level={level} msg="{escaped}" '
-                f"logger={record.name}{self._suffix}")
+        return (
+            f'time="{stamp}.{int(record.msecs):03d}Z" level={level} msg="{escaped}" '
+            f"logger={record.name}{self._suffix}"
+        )
 
 
 def setup(namespace: str, id: str, debug: bool) -> None:

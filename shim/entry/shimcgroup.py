@@ -24,8 +24,11 @@ def _cgroup_mounts() -> list[str]:
 
 def _targets(cgroup: str) -> list[str]:
     """cgroup.procs of `cgroup` in every hierarchy that has it."""
-    return [procs for mount in _cgroup_mounts()
-            if os.path.exists(procs := os.path.join(mount, cgroup.lstrip("/"), "cgroup.procs"))]
+    return [
+        procs
+        for mount in _cgroup_mounts()
+        if os.path.exists(procs := os.path.join(mount, cgroup.lstrip("/"), "cgroup.procs"))
+    ]
 
 
 def check(cgroup: str) -> None:

@@ -106,8 +106,12 @@ def _launch_zygote(path: str) -> None:
         os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
         zygote = subprocess.Popen(
             [*_self_command(), "-zygote", path],
-            cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True)
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         zygote.returncode = 0  # it outlives us
     except OSError:
         pass  # this container is served anyway: the zygote only speeds up the next ones
@@ -132,8 +136,16 @@ def _fork_from_zygote(argv: list[str], bundle: str, sock: _socket.socket) -> int
             return None
         request = _zygote_request(argv, bundle)
         try:
-            client.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                        sock.fileno().to_bytes(4, sys.byteorder))])
+            client.sendmsg(
+                [request],
+                [
+                    (
+                        _socket.SOL_SOCKET,
+                        _socket.SCM_RIGHTS,
+                        sock.fileno().to_bytes(4, sys.byteorder),
+                    )
+                ],
+            )
             reply = client.recv(64)
         except OSError:
             return None
@@ -185,8 +197,12 @@ def start(args: SimpleNamespace) -> int:
     bundle = os.getcwd()
     try:
         given = bootstrap.parse(config.read_stdin(), args.id, args.namespace)
-        mode, note = config.resolve(given.options, os.environ, bootstrap=given.bootstrap,
-                                    containerd_version=given.containerd_version)
+        mode, note = config.resolve(
+            given.options,
+            os.environ,
+            bootstrap=given.bootstrap,
+            containerd_version=given.containerd_version,
+        )
         cgroup = str(given.options.get("shim_cgroup", ""))
         if cgroup:
             shimcgroup.check(cgroup)
@@ -219,8 +235,18 @@ def start(args: SimpleNamespace) -> int:
         _answer(bundle, served, path, given.bootstrap)
         return 0
     try:
-        argv = ["-namespace", args.namespace, "-id", args.id, "-address", args.address,
-                "-group", group, "-task-api", mode]
+        argv = [
+            "-namespace",
+            args.namespace,
+            "-id",
+            args.id,
+            "-address",
+            args.address,
+            "-group",
+            group,
+            "-task-api",
+            mode,
+        ]
         if args.publish_binary:
             argv += ["-publish-binary", args.publish_binary]
         if args.debug or given.debug:
@@ -262,8 +288,9 @@ def _kill_launched(pid: int, path: str, state: str) -> None:
 def _warn(bundle: str, args: SimpleNamespace, given: bootstrap.StartInput, note: str) -> None:
     """What containerd should know but `start`'s answer cannot carry: into its log."""
     for message in ([note] if note else []) + [
-            f"BootstrapParams extension {url!r} is not known to this shim: ignored"
-            for url in given.ignored]:
+        f"BootstrapParams extension {url!r} is not known to this shim: ignored"
+        for url in given.ignored
+    ]:
         startlog.warn(bundle, message, args.namespace, args.id)
 
 

@@ -18,14 +18,17 @@ def line(level: str, message: str, namespace: str, id: str) -> str:
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
     escaped = message.replace("\\", "\\\\").replace('"', '\\"')
-    return (f'time="{stamp}.{int(now * 1000) % 1000:03d}Z" level={level} msg="{escaped}" '
-            f"logger=shim.start namespace={namespace} runtime={RUNTIME_NAME} id={id}\n")
+    return (
+        f'time="{stamp}.{int(now * 1000) % 1000:03d}Z" level={level} msg="{escaped}" '
+        f"logger=shim.start namespace={namespace} runtime={RUNTIME_NAME} id={id}\n"
+    )
 
 
 def warn(bundle: str, message: str, namespace: str, id: str) -> None:
     try:
-        fd = os.open(os.path.join(bundle, "log"),
-                     os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(
+            os.path.join(bundle, "log"), os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+        )
     except OSError:
         return
     try:

@@ -34,8 +34,11 @@ def notify_sysinfo(spec: dict[str, Any], listener: str) -> bool:
     linux = spec.setdefault("linux", {})
     profile = linux.get("seccomp")
     if profile is None:
-        linux["seccomp"] = {"defaultAction": _ALLOW, "listenerPath": listener,
-                            "syscalls": [{"names": [SYSCALL], "action": NOTIFY}]}
+        linux["seccomp"] = {
+            "defaultAction": _ALLOW,
+            "listenerPath": listener,
+            "syscalls": [{"names": [SYSCALL], "action": NOTIFY}],
+        }
         return True
     if profile.get("listenerPath"):
         return False

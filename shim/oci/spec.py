@@ -11,16 +11,29 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 #: Paths runc lets a bind mount cover inside /proc (every runc >= 1.0), and sysfs files.
-PROC_ALLOWED = frozenset({
-    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat",
-    "/proc/swaps", "/proc/uptime", "/proc/loadavg", "/proc/slabinfo",
-})
+PROC_ALLOWED = frozenset(
+    {
+        "/proc/cpuinfo",
+        "/proc/diskstats",
+        "/proc/meminfo",
+        "/proc/stat",
+        "/proc/swaps",
+        "/proc/uptime",
+        "/proc/loadavg",
+        "/proc/slabinfo",
+    }
+)
 SYS_FILES = frozenset({"/sys/devices/system/cpu/online"})
 #: Files runc refuses to bind at create: the shim mounts them into the created container's
 #: mount namespace before `runc start` (procfs/late_mounts.py).
-LATE_FILES = frozenset({
-    "/proc/vmstat", "/proc/pressure/cpu", "/proc/pressure/memory", "/proc/pressure/io",
-})
+LATE_FILES = frozenset(
+    {
+        "/proc/vmstat",
+        "/proc/pressure/cpu",
+        "/proc/pressure/memory",
+        "/proc/pressure/io",
+    }
+)
 
 #: Every file the view renders, by the short name annotations use.
 FILE_NAMES = {
@@ -173,8 +186,14 @@ def add_view_mounts(spec: dict[str, Any], sources: Mapping[str, str]) -> list[st
             raise SpecError(f"{target} cannot be bind-mounted by runc")
         if target in taken:
             continue
-        mounts.append({"destination": target, "type": "bind", "source": source,
-                       "options": ["bind", "ro", "nosuid", "nodev", "noexec"]})
+        mounts.append(
+            {
+                "destination": target,
+                "type": "bind",
+                "source": source,
+                "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
+            }
+        )
         added.append(target)
     return added
 

@@ -31,16 +31,21 @@ class Publisher:
     def __init__(self, address: str, namespace: str) -> None:
         self.address = address.removeprefix("unix://")
         self.namespace = namespace
-        self._send, self._receive = anyio.create_memory_object_stream[
-            events_svc.ForwardRequest](_QUEUE)
+        self._send, self._receive = anyio.create_memory_object_stream[events_svc.ForwardRequest](
+            _QUEUE
+        )
         self._pending = 0
         self._idle = anyio.Event()
         self._idle.set()
 
     def publish(self, topic: str, event: betterproto.Message) -> None:
         """Queue an event; never blocks the caller (the Task service)."""
-        envelope = events_svc.Envelope(timestamp=datetime.now(tz=UTC), namespace=self.namespace,
-                                       topic=topic, event=pack_any(event))
+        envelope = events_svc.Envelope(
+            timestamp=datetime.now(tz=UTC),
+            namespace=self.namespace,
+            topic=topic,
+            event=pack_any(event),
+        )
         try:
             self._send.send_nowait(events_svc.ForwardRequest(envelope=envelope))
         except anyio.WouldBlock:
@@ -60,8 +65,9 @@ class Publisher:
         with anyio.move_on_after(timeout):
             await self._idle.wait()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         task_status.started()
         if not self.address:
             log.error("TTRPC_ADDRESS is not set: events cannot reach containerd")
@@ -77,8 +83,7 @@ class Publisher:
                 try:
                     async with TtrpcClient.connect(self.address) as client:
                         while pending is not None:
-                            await client.call(_SERVICE, "Forward", pending, Empty,
-                                              timeout=_TIMEOUT)
+                            await client.call(_SERVICE, "Forward", pending, Empty, timeout=_TIMEOUT)
                             pending, attempts = None, 0
                             self._done()
                             pending = self._receive.receive_nowait() if self._pending else None
@@ -86,8 +91,7 @@ class Publisher:
                     if pending is None:
                         continue
                     attempts += 1
-                    log.warning("forward %s (attempt %d): %s", pending.envelope.topic,
-                                attempts, e)
+                    log.warning("forward %s (attempt %d): %s", pending.envelope.topic, attempts, e)
                     if attempts >= _ATTEMPTS:
                         log.error("dropping event %s", pending.envelope.topic)
                         pending, attempts = None, 0

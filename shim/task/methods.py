@@ -50,8 +50,9 @@ def _unimplemented(name: str) -> Callable[[betterproto.Message], Awaitable[bette
     return call
 
 
-def _noting(service: TaskService, call: Callable[[Any], Awaitable[betterproto.Message]]
-            ) -> Callable[[Any], Awaitable[betterproto.Message]]:
+def _noting(
+    service: TaskService, call: Callable[[Any], Awaitable[betterproto.Message]]
+) -> Callable[[Any], Awaitable[betterproto.Message]]:
     """`call`, recording when the service last heard from containerd (its unused exit)."""
 
     async def noted(request: Any) -> betterproto.Message:
@@ -63,8 +64,9 @@ def _noting(service: TaskService, call: Callable[[Any], Awaitable[betterproto.Me
 
 def task_methods(service: TaskService) -> dict[str, Method]:
     return {
-        name: Method(request, _noting(service, getattr(service, attr, None)
-                                      or _unimplemented(name)))
+        name: Method(
+            request, _noting(service, getattr(service, attr, None) or _unimplemented(name))
+        )
         for name, (request, attr) in _RPCS.items()
     }
 

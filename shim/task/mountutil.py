@@ -16,14 +16,30 @@ MS_REC = 0x4000
 
 #: option -> (flags to set, flags to clear), as mount(8) and containerd understand them
 _FLAGS = {
-    "ro": (MS_RDONLY, 0), "rw": (0, MS_RDONLY),
-    "nosuid": (0x2, 0), "suid": (0, 0x2), "nodev": (0x4, 0), "dev": (0, 0x4),
-    "noexec": (0x8, 0), "exec": (0, 0x8), "sync": (0x10, 0), "async": (0, 0x10),
-    "dirsync": (0x80, 0), "remount": (MS_REMOUNT, 0), "mand": (0x40, 0), "nomand": (0, 0x40),
-    "noatime": (0x400, 0), "atime": (0, 0x400), "nodiratime": (0x800, 0),
-    "diratime": (0, 0x800), "relatime": (0x200000, 0), "norelatime": (0, 0x200000),
-    "strictatime": (0x1000000, 0), "nostrictatime": (0, 0x1000000),
-    "bind": (MS_BIND, 0), "rbind": (MS_BIND | MS_REC, 0),
+    "ro": (MS_RDONLY, 0),
+    "rw": (0, MS_RDONLY),
+    "nosuid": (0x2, 0),
+    "suid": (0, 0x2),
+    "nodev": (0x4, 0),
+    "dev": (0, 0x4),
+    "noexec": (0x8, 0),
+    "exec": (0, 0x8),
+    "sync": (0x10, 0),
+    "async": (0, 0x10),
+    "dirsync": (0x80, 0),
+    "remount": (MS_REMOUNT, 0),
+    "mand": (0x40, 0),
+    "nomand": (0, 0x40),
+    "noatime": (0x400, 0),
+    "atime": (0, 0x400),
+    "nodiratime": (0x800, 0),
+    "diratime": (0, 0x800),
+    "relatime": (0x200000, 0),
+    "norelatime": (0, 0x200000),
+    "strictatime": (0x1000000, 0),
+    "nostrictatime": (0, 0x1000000),
+    "bind": (MS_BIND, 0),
+    "rbind": (MS_BIND | MS_REC, 0),
 }
 
 
@@ -37,6 +53,7 @@ def parse_options(options: list[str]) -> tuple[int, str]:
         else:
             flags = (flags | known[0]) & ~known[1]
     return flags, ",".join(data)
+
 
 _LIBC: list[object] = []
 
@@ -59,8 +76,16 @@ def _errno() -> int:
 
 
 def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
-    if _libc().mount(source.encode(), target.encode(), fstype.encode(), flags,
-                     data.encode() if data else None) != 0:
+    if (
+        _libc().mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode(),
+            flags,
+            data.encode() if data else None,
+        )
+        != 0
+    ):
         err = _errno()
         raise OSError(err, f"mount {source} on {target} ({fstype}): {os.strerror(err)}")
 

@@ -101,8 +101,9 @@ class Reaper:
                 while len(self._unclaimed) > _UNCLAIMED_LIMIT:
                     self._unclaimed.popitem(last=False)
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
             task_status.started()
             self.reap()

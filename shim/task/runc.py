@@ -76,8 +76,9 @@ class Runc:
     log_path: str
     binary: str = "runc"
     systemd_cgroup: bool = False
-    env: dict[str, str] = field(default_factory=lambda: {
-        k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"})
+    env: dict[str, str] = field(
+        default_factory=lambda: {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    )
 
     def _argv(self, args: Sequence[str]) -> list[str]:
         argv = [self.binary, "--root", self.root, "--log", self.log_path, "--log-format", "json"]
@@ -114,8 +115,14 @@ class Runc:
             else:
                 fds = stdio
             proc = subprocess.Popen(
-                self._argv(args), stdin=fds[0], stdout=fds[1], stderr=fds[2],
-                env=self.env, cwd=cwd, close_fds=True)
+                self._argv(args),
+                stdin=fds[0],
+                stdout=fds[1],
+                stderr=fds[2],
+                env=self.env,
+                cwd=cwd,
+                close_fds=True,
+            )
             watch = self.reaper.watch(proc.pid)
             proc.returncode = 0  # the reaper owns this pid; keep Popen from waiting on it
             for fd in (stdin_r, out_w, err_w):
@@ -150,9 +157,17 @@ class Runc:
             raise RuncError(args[0], message, ex.status)
         return out
 
-    async def create(self, id: str, bundle: str, pid_file: str,
-                     stdio: tuple[int, int, int] | None, *, console_socket: str = "",
-                     no_pivot: bool = False, no_new_keyring: bool = False) -> None:
+    async def create(
+        self,
+        id: str,
+        bundle: str,
+        pid_file: str,
+        stdio: tuple[int, int, int] | None,
+        *,
+        console_socket: str = "",
+        no_pivot: bool = False,
+        no_new_keyring: bool = False,
+    ) -> None:
         args = ["create", "--bundle", bundle, "--pid-file", pid_file]
         if console_socket:
             args += ["--console-socket", console_socket]
@@ -162,8 +177,15 @@ class Runc:
             args.append("--no-new-keyring")
         await self.run(*args, id, stdio=stdio, cwd=bundle)
 
-    async def exec(self, id: str, process_file: str, pid_file: str,
-                   stdio: tuple[int, int, int] | None, *, console_socket: str = "") -> None:
+    async def exec(
+        self,
+        id: str,
+        process_file: str,
+        pid_file: str,
+        stdio: tuple[int, int, int] | None,
+        *,
+        console_socket: str = "",
+    ) -> None:
         """`runc exec --detach`: returns once the process runs (re-parented to the shim)."""
         args = ["exec", "--process", process_file, "--detach", "--pid-file", pid_file]
         if console_socket:
@@ -179,20 +201,39 @@ class Runc:
     async def update(self, id: str, resources_json: bytes) -> None:
         await self.run("update", "--resources=-", id, input=resources_json)
 
-    async def checkpoint(self, id: str, image_path: str, *, work_path: str = "",
-                         options: Sequence[str] = ()) -> None:
+    async def checkpoint(
+        self, id: str, image_path: str, *, work_path: str = "", options: Sequence[str] = ()
+    ) -> None:
         args = ["checkpoint", "--image-path", image_path]
         if work_path:
             args += ["--work-path", work_path]
         await self.run(*args, *options, id)
 
-    async def restore(self, id: str, bundle: str, image_path: str, pid_file: str,
-                      stdio: tuple[int, int, int] | None, *, work_path: str = "",
-                      console_socket: str = "", options: Sequence[str] = (),
-                      no_pivot: bool = False) -> None:
+    async def restore(
+        self,
+        id: str,
+        bundle: str,
+        image_path: str,
+        pid_file: str,
+        stdio: tuple[int, int, int] | None,
+        *,
+        work_path: str = "",
+        console_socket: str = "",
+        options: Sequence[str] = (),
+        no_pivot: bool = False,
+    ) -> None:
         """`runc restore --detach`: the restored init becomes the shim's child (subreaper)."""
-        args = ["restore", "--detach", "--no-subreaper", "--bundle", bundle, "--pid-file",
-                pid_file, "--image-path", image_path]
+        args = [
+            "restore",
+            "--detach",
+            "--no-subreaper",
+            "--bundle",
+            bundle,
+            "--pid-file",
+            pid_file,
+            "--image-path",
+            image_path,
+        ]
         if work_path:
             args += ["--work-path", work_path]
         if console_socket:

@@ -100,8 +100,9 @@ def hung_up(fd: int) -> bool:
     """No process uses the filter any more (the kernel reports POLLHUP since 5.8)."""
     p = select.poll()
     p.register(fd, select.POLLIN)
-    return any(ev & (select.POLLHUP | select.POLLERR) and not ev & select.POLLIN
-               for _, ev in p.poll(0))
+    return any(
+        ev & (select.POLLHUP | select.POLLERR) and not ev & select.POLLIN for _, ev in p.poll(0)
+    )
 
 
 def answer_with_bytes(fd: int, n: Notification, data: bytes) -> str:

@@ -160,9 +160,17 @@ def _checkpoint_flags(o: runc_opts.CheckpointOptions) -> list[str]:
 
 
 class TaskService:
-    def __init__(self, *, namespace: str, reaper: Reaper, view: View, publisher: Publisher,
-                 task_group: anyio.abc.TaskGroup, on_idle: Callable[[], None],
-                 sysinfo: SysinfoNotifier | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        reaper: Reaper,
+        view: View,
+        publisher: Publisher,
+        task_group: anyio.abc.TaskGroup,
+        on_idle: Callable[[], None],
+        sysinfo: SysinfoNotifier | None = None,
+    ) -> None:
         self.namespace = namespace
         self._sysinfo = sysinfo
         self._reaper = reaper
@@ -222,22 +230,40 @@ class TaskService:
         if options.restore_flags and not req.checkpoint:
             raise RpcError.invalid_argument(
                 f"{runtime_options.LEGACY} restore options ({' '.join(options.restore_flags)}) "
-                "apply only to a create from a checkpoint")
+                "apply only to a create from a checkpoint"
+            )
         options.write(bundle)
-        runc = Runc(self._reaper, root=os.path.join(options.root or RUNC_ROOT, self.namespace),
-                    log_path=os.path.join(bundle, "log.json"),
-                    binary=options.binary_name or "runc", systemd_cgroup=options.systemd_cgroup)
+        runc = Runc(
+            self._reaper,
+            root=os.path.join(options.root or RUNC_ROOT, self.namespace),
+            log_path=os.path.join(bundle, "log.json"),
+            binary=options.binary_name or "runc",
+            systemd_cgroup=options.systemd_cgroup,
+        )
         init = Process(req.id, ProcessIO())
-        c = Container(req.id, bundle, runc, init, list(req.rootfs), spec.has_private_pid_ns(oci),
-                      options, checkpoint=req.checkpoint)
+        c = Container(
+            req.id,
+            bundle,
+            runc,
+            init,
+            list(req.rootfs),
+            spec.has_private_pid_ns(oci),
+            options,
+            checkpoint=req.checkpoint,
+        )
         try:
             await self._prepare(c, oci, req)
             trace.mark("runc create")
             if not c.checkpoint:
-                await runc.create(req.id, bundle, os.path.join(bundle, "init.pid"), init.io.child,
-                                  console_socket=init.io.console.path if init.io.console else "",
-                                  no_pivot=options.no_pivot_root,
-                                  no_new_keyring=options.no_new_keyring)
+                await runc.create(
+                    req.id,
+                    bundle,
+                    os.path.join(bundle, "init.pid"),
+                    init.io.child,
+                    console_socket=init.io.console.path if init.io.console else "",
+                    no_pivot=options.no_pivot_root,
+                    no_new_keyring=options.no_new_keyring,
+                )
                 if init.io.console is not None:
                     await init.io.attach_console(self._tg)
         except BaseException as e:
@@ -253,11 +279,19 @@ class TaskService:
             init.io.release_child_fds()
             self._track_init(c, _read_pid(os.path.join(bundle, "init.pid")))
             await self._mount_late_files(c)
-        self._events.publish("/tasks/create", events.TaskCreate(
-            container_id=req.id, bundle=bundle, rootfs=list(req.rootfs),
-            io=events.TaskIo(stdin=req.stdin, stdout=req.stdout, stderr=req.stderr,
-                             terminal=req.terminal),
-            checkpoint=req.checkpoint, pid=init.pid))
+        self._events.publish(
+            "/tasks/create",
+            events.TaskCreate(
+                container_id=req.id,
+                bundle=bundle,
+                rootfs=list(req.rootfs),
+                io=events.TaskIo(
+                    stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, terminal=req.terminal
+                ),
+                checkpoint=req.checkpoint,
+                pid=init.pid,
+            ),
+        )
         log.info("created %s pid %d", req.id, init.pid)
         return api.CreateTaskResponse(pid=init.pid)
 
@@ -308,9 +342,14 @@ class TaskService:
         if self._sysinfo is not None and not c.checkpoint:  # criu restores filters itself
             self._sysinfo.prepare(c.id, oci)
         spec.save(c.bundle, oci)
-        c.init.io = await ProcessIO.open(req.stdin, req.stdout, req.stderr, req.terminal,
-                                         reaper=self._reaper,
-                                         ctx=c.io_context(self.namespace))
+        c.init.io = await ProcessIO.open(
+            req.stdin,
+            req.stdout,
+            req.stderr,
+            req.terminal,
+            reaper=self._reaper,
+            ctx=c.io_context(self.namespace),
+        )
 
     async def _undo_create(self, c: Container) -> None:
         with anyio.CancelScope(shield=True):
@@ -340,18 +379,32 @@ class TaskService:
         if c.init.set_exited(ex.status, ex.at):
             c.init.io.close_stdin()
             log.info("%s exited with status %d", c.id, ex.status)
-            self._events.publish("/tasks/exit", events.TaskExit(
-                container_id=c.id, id=c.id, pid=c.init.pid, exit_status=ex.status,
-                exited_at=_timestamp(ex.at)))
+            self._events.publish(
+                "/tasks/exit",
+                events.TaskExit(
+                    container_id=c.id,
+                    id=c.id,
+                    pid=c.init.pid,
+                    exit_status=ex.status,
+                    exited_at=_timestamp(ex.at),
+                ),
+            )
 
     async def _wait_exec_exit(self, c: Container, p: Process, watch: Watch) -> None:
         ex = await watch.wait()
         await p.start_done.wait()  # exec-started goes out first
         if p.set_exited(ex.status, ex.at):
             p.io.close_stdin()
-            self._events.publish("/tasks/exit", events.TaskExit(
-                container_id=c.id, id=p.id, pid=p.pid, exit_status=ex.status,
-                exited_at=_timestamp(ex.at)))
+            self._events.publish(
+                "/tasks/exit",
+                events.TaskExit(
+                    container_id=c.id,
+                    id=p.id,
+                    pid=p.pid,
+                    exit_status=ex.status,
+                    exited_at=_timestamp(ex.at),
+                ),
+            )
 
     async def start(self, req: api.StartRequest) -> api.StartResponse:
         c, p = self._process(req.id, req.exec_id)
@@ -382,12 +435,17 @@ class TaskService:
         io = c.init.io
         work = c.options.criu_work_path or os.path.join(c.bundle, "work")
         try:
-            await c.runc.restore(c.id, c.bundle, c.checkpoint,
-                                 os.path.join(c.bundle, "init.pid"), io.child,
-                                 work_path=work,
-                                 console_socket=io.console.path if io.console else "",
-                                 options=c.options.restore_flags,
-                                 no_pivot=c.options.no_pivot_root)
+            await c.runc.restore(
+                c.id,
+                c.bundle,
+                c.checkpoint,
+                os.path.join(c.bundle, "init.pid"),
+                io.child,
+                work_path=work,
+                console_socket=io.console.path if io.console else "",
+                options=c.options.restore_flags,
+                no_pivot=c.options.no_pivot_root,
+            )
             if io.console is not None:
                 await io.attach_console(self._tg)
         finally:
@@ -402,15 +460,27 @@ class TaskService:
         p.starting = True
         pid_file = os.path.join(c.bundle, f"{p.id}.pid")
         try:
-            p.io = await ProcessIO.open(p.io.stdin, p.io.stdout, p.io.stderr, p.io.terminal,
-                                        reaper=self._reaper, ctx=c.io_context(self.namespace))
-            with tempfile.NamedTemporaryFile("w", prefix="runc-process", suffix=".json",
-                                             dir=os.environ.get("XDG_RUNTIME_DIR")) as f:
+            p.io = await ProcessIO.open(
+                p.io.stdin,
+                p.io.stdout,
+                p.io.stderr,
+                p.io.terminal,
+                reaper=self._reaper,
+                ctx=c.io_context(self.namespace),
+            )
+            with tempfile.NamedTemporaryFile(
+                "w", prefix="runc-process", suffix=".json", dir=os.environ.get("XDG_RUNTIME_DIR")
+            ) as f:
                 json.dump(p.spec, f)
                 f.flush()
                 trace.mark("runc exec")
-                await c.runc.exec(c.id, f.name, pid_file, p.io.child,
-                                  console_socket=p.io.console.path if p.io.console else "")
+                await c.runc.exec(
+                    c.id,
+                    f.name,
+                    pid_file,
+                    p.io.child,
+                    console_socket=p.io.console.path if p.io.console else "",
+                )
             if p.io.console is not None:
                 await p.io.attach_console(self._tg)
             p.io.release_child_fds()
@@ -432,8 +502,10 @@ class TaskService:
         self._tg.start_soon(self._wait_exec_exit, c, p, watch)
         p.starting = False
         p.status = Status.RUNNING
-        self._events.publish("/tasks/exec-started", events.TaskExecStarted(
-            container_id=c.id, exec_id=p.id, pid=p.pid))
+        self._events.publish(
+            "/tasks/exec-started",
+            events.TaskExecStarted(container_id=c.id, exec_id=p.id, pid=p.pid),
+        )
         p.start_done.set()
         return api.StartResponse(pid=p.pid)
 
@@ -450,10 +522,13 @@ class TaskService:
             raise RpcError.invalid_argument(f"exec {req.exec_id}: no process spec")
         process_spec["terminal"] = req.terminal
         c.execs[req.exec_id] = Process(
-            req.exec_id, ProcessIO(req.stdin, req.stdout, req.stderr, req.terminal),
-            spec=process_spec)
-        self._events.publish("/tasks/exec-added", events.TaskExecAdded(
-            container_id=c.id, exec_id=req.exec_id))
+            req.exec_id,
+            ProcessIO(req.stdin, req.stdout, req.stderr, req.terminal),
+            spec=process_spec,
+        )
+        self._events.publish(
+            "/tasks/exec-added", events.TaskExecAdded(container_id=c.id, exec_id=req.exec_id)
+        )
         return Empty()
 
     async def delete(self, req: api.DeleteRequest) -> api.DeleteResponse:
@@ -465,8 +540,9 @@ class TaskService:
             del c.execs[p.id]
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(c.bundle, f"{p.id}.pid"))
-            return api.DeleteResponse(pid=p.pid, exit_status=p.exit_status,
-                                      exited_at=_timestamp(p.exited_at))
+            return api.DeleteResponse(
+                pid=p.pid, exit_status=p.exit_status, exited_at=_timestamp(p.exited_at)
+            )
         if c.init.pid or not c.checkpoint:
             trace.mark("runc delete")
             try:
@@ -493,8 +569,12 @@ class TaskService:
                 log.warning("unmount rootfs of %s: %s", c.id, e)
         del self._containers[c.id]
         exited_at = _timestamp(p.exited_at)
-        self._events.publish("/tasks/delete", events.TaskDelete(
-            container_id=c.id, pid=p.pid, exit_status=p.exit_status, exited_at=exited_at))
+        self._events.publish(
+            "/tasks/delete",
+            events.TaskDelete(
+                container_id=c.id, pid=p.pid, exit_status=p.exit_status, exited_at=exited_at
+            ),
+        )
         log.info("deleted %s", c.id)
         return api.DeleteResponse(pid=p.pid, exit_status=p.exit_status, exited_at=exited_at)
 
@@ -513,8 +593,10 @@ class TaskService:
             await c.runc.kill(c.id, req.signal, all=req.all)
         except RuncError as e:
             text = e.detail.lower()
-            if any(s in text for s in ("process already finished", "container not running",
-                                       "no such process")):
+            if any(
+                s in text
+                for s in ("process already finished", "container not running", "no such process")
+            ):
                 raise RpcError.not_found("process already finished") from e
             if "does not exist" in text:
                 raise RpcError.not_found("no such container") from e
@@ -529,13 +611,24 @@ class TaskService:
     async def state(self, req: api.StateRequest) -> api.StateResponse:
         c, p = self._process(req.id, req.exec_id)
         status = p.status
-        if p.is_exec and status is Status.RUNNING and c.init.status in (Status.PAUSED,
-                                                                        Status.PAUSING):
+        if (
+            p.is_exec
+            and status is Status.RUNNING
+            and c.init.status in (Status.PAUSED, Status.PAUSING)
+        ):
             status = c.init.status
         return api.StateResponse(
-            id=p.id, bundle=c.bundle, pid=p.pid, status=_STATUS[status],
-            stdin=p.io.stdin, stdout=p.io.stdout, stderr=p.io.stderr, terminal=p.io.terminal,
-            exit_status=p.exit_status, exited_at=_timestamp(p.exited_at))
+            id=p.id,
+            bundle=c.bundle,
+            pid=p.pid,
+            status=_STATUS[status],
+            stdin=p.io.stdin,
+            stdout=p.io.stdout,
+            stderr=p.io.stderr,
+            terminal=p.io.terminal,
+            exit_status=p.exit_status,
+            exited_at=_timestamp(p.exited_at),
+        )
 
     async def pids(self, req: api.PidsRequest) -> api.PidsResponse:
         c = self._container(req.id)
@@ -544,10 +637,17 @@ class TaskService:
         except RuncError as e:
             raise self._runc_error("failed to list pids", e) from e
         by_pid = {p.pid: p.id for p in c.execs.values() if p.pid}
-        return api.PidsResponse(processes=[
-            v1types.ProcessInfo(pid=pid, info=pack_any(runc_opts.ProcessDetails(
-                exec_id=by_pid[pid])) if pid in by_pid else None)
-            for pid in pids])
+        return api.PidsResponse(
+            processes=[
+                v1types.ProcessInfo(
+                    pid=pid,
+                    info=pack_any(runc_opts.ProcessDetails(exec_id=by_pid[pid]))
+                    if pid in by_pid
+                    else None,
+                )
+                for pid in pids
+            ]
+        )
 
     async def close_io(self, req: api.CloseIoRequest) -> Empty:
         _, p = self._process(req.id, req.exec_id)
@@ -621,7 +721,8 @@ class TaskService:
         if req.options is not None and req.options.type_url:
             if req.options.type_url.rsplit("/", 1)[-1] != _CHECKPOINT_OPTIONS:
                 raise RpcError.invalid_argument(
-                    f"checkpoint options of type {req.options.type_url} are not supported")
+                    f"checkpoint options of type {req.options.type_url} are not supported"
+                )
             opts = runc_opts.CheckpointOptions().parse(req.options.value)
         image = req.path or opts.image_path or c.options.criu_image_path
         if not image:
@@ -636,8 +737,9 @@ class TaskService:
         try:
             await c.runc.checkpoint(c.id, image, work_path=work, options=flags)
         except RuncError as e:
-            raise self._runc_error(f"checkpoint failed (criu log in {work}), path={c.bundle}",
-                                   e) from e
+            raise self._runc_error(
+                f"checkpoint failed (criu log in {work}), path={c.bundle}", e
+            ) from e
         finally:
             if not keep_work:
                 shutil.rmtree(work, ignore_errors=True)

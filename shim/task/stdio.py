@@ -84,8 +84,16 @@ class ProcessIO:
     # -- setup -------------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, stdin: str, stdout: str, stderr: str, terminal: bool, *,
-                   reaper: Reaper, ctx: IOContext = IOContext()) -> ProcessIO:
+    async def open(
+        cls,
+        stdin: str,
+        stdout: str,
+        stderr: str,
+        terminal: bool,
+        *,
+        reaper: Reaper,
+        ctx: IOContext = IOContext(),
+    ) -> ProcessIO:
         """Prepare stdio for runc; a `binary://` logger is running and ready on return."""
         io = cls(stdin, stdout, stderr, terminal)
         try:
@@ -146,19 +154,28 @@ class ProcessIO:
             self.child = None
             return
         in_fd = _blocking(self._own(stdin)) if stdin >= 0 else self._devnull()
-        out_fd = _blocking(self._own(self._fifo_writer(out_path, "stdout"))) if out_path \
+        out_fd = (
+            _blocking(self._own(self._fifo_writer(out_path, "stdout")))
+            if out_path
             else self._devnull()
+        )
         if self.stderr and self.stderr == self.stdout:
             err_fd = out_fd
         elif self.stderr:
-            err_fd = _blocking(self._own(self._fifo_writer(urlparse(self.stderr).path,
-                                                           "stderr")))
+            err_fd = _blocking(self._own(self._fifo_writer(urlparse(self.stderr).path, "stderr")))
         else:
             err_fd = self._devnull()
         self.child = (in_fd, out_fd, err_fd)
         if ctx.uid or ctx.gid:
-            fifos = {fd for fd, is_fifo in ((in_fd, stdin >= 0), (out_fd, bool(out_path)),
-                                            (err_fd, bool(self.stderr))) if is_fifo}
+            fifos = {
+                fd
+                for fd, is_fifo in (
+                    (in_fd, stdin >= 0),
+                    (out_fd, bool(out_path)),
+                    (err_fd, bool(self.stderr)),
+                )
+                if is_fifo
+            }
             for fd in fifos:  # never /dev/null; stdout and stderr may share one
                 os.fchown(fd, ctx.uid, ctx.gid)
 
@@ -190,15 +207,23 @@ class ProcessIO:
             self._own(fd)
             if ctx.uid or ctx.gid:
                 os.fchown(fd, ctx.uid, ctx.gid)
-        env = dict(os.environ, CONTAINER_ID=ctx.container_id,
-                   CONTAINER_NAMESPACE=ctx.namespace)
+        env = dict(os.environ, CONTAINER_ID=ctx.container_id, CONTAINER_NAMESPACE=ctx.namespace)
         try:
             devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             try:
-                pid = os.posix_spawn(url.path, [url.path, *args], env, file_actions=[
-                    (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
-                    (os.POSIX_SPAWN_DUP2, devnull, 2), (os.POSIX_SPAWN_DUP2, out_r, 3),
-                    (os.POSIX_SPAWN_DUP2, err_r, 4), (os.POSIX_SPAWN_DUP2, ready_w, 5)])
+                pid = os.posix_spawn(
+                    url.path,
+                    [url.path, *args],
+                    env,
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, devnull, 0),
+                        (os.POSIX_SPAWN_DUP2, devnull, 1),
+                        (os.POSIX_SPAWN_DUP2, devnull, 2),
+                        (os.POSIX_SPAWN_DUP2, out_r, 3),
+                        (os.POSIX_SPAWN_DUP2, err_r, 4),
+                        (os.POSIX_SPAWN_DUP2, ready_w, 5),
+                    ],
+                )
             finally:
                 os.close(devnull)
         except OSError as e:

@@ -63,8 +63,7 @@ class SysinfoNotifier:
         if self._tg is None or not seccomp_notify.supported() or not spec.sysinfo_selected(oci):
             return False
         if not seccomp_profile.notify_sysinfo(oci, self.path):
-            log.info("sysinfo of %s left to the kernel (its seccomp profile decides)",
-                     container_id)
+            log.info("sysinfo of %s left to the kernel (its seccomp profile decides)", container_id)
             return False
         self._containers[container_id] = _Filters()
         return True
@@ -78,8 +77,9 @@ class SysinfoNotifier:
 
     # -- serving ---------------------------------------------------------------------------
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         os.makedirs(os.path.dirname(self.path), mode=0o711, exist_ok=True)

@@ -65,9 +65,10 @@ async def _receive(stream: Stream[bytes, bytes]) -> bytes:
     if compressed:
         raise GRPCError(Status.UNIMPLEMENTED, "grpc: compressed messages are not supported")
     if length > MAX_MESSAGE_SIZE:
-        raise GRPCError(Status.RESOURCE_EXHAUSTED,
-                        f"grpc: received message larger than max ({length} vs. "
-                        f"{MAX_MESSAGE_SIZE})")
+        raise GRPCError(
+            Status.RESOURCE_EXHAUSTED,
+            f"grpc: received message larger than max ({length} vs. {MAX_MESSAGE_SIZE})",
+        )
     return await h2_stream.recv_data(length) if length else b""
 
 
@@ -76,8 +77,13 @@ async def _unary(path: str, method: Method, stream: Stream[bytes, bytes]) -> Non
     data = await _receive(stream)
     metadata = stream.metadata or {}
     outcome = await invoke(
-        method, data, [(k, v) for k, v in metadata.items() if isinstance(v, str)],
-        name=f"grpc: {path}", log=log, unmarshal_error="grpc: error unmarshalling request")
+        method,
+        data,
+        [(k, v) for k, v in metadata.items() if isinstance(v, str)],
+        name=f"grpc: {path}",
+        log=log,
+        unmarshal_error="grpc: error unmarshalling request",
+    )
     if outcome.code is not Code.OK:
         raise GRPCError(Status(outcome.code), outcome.message)
     await stream.send_message(outcome.payload)
@@ -113,11 +119,17 @@ class _TaskV3:
         paths = TaskBase().__mapping__()
         names = {path.rsplit("/", 1)[1]: path for path in paths}
         if set(names) != set(methods):
-            raise ValueError(f"method table and containerd.task.v3.Task differ: "
-                             f"{sorted(set(names) ^ set(methods))}")
+            raise ValueError(
+                f"method table and containerd.task.v3.Task differ: "
+                f"{sorted(set(names) ^ set(methods))}"
+            )
         self._mapping = {
-            path: Handler(functools.partial(_unary, path, methods[name]),
-                          Cardinality.UNARY_UNARY, bytes, bytes)
+            path: Handler(
+                functools.partial(_unary, path, methods[name]),
+                Cardinality.UNARY_UNARY,
+                bytes,
+                bytes,
+            )
             for name, path in names.items()
         }
 

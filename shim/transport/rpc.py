@@ -71,8 +71,15 @@ class Outcome:
     payload: bytes = b""
 
 
-async def invoke(method: Method, data: bytes, metadata: Iterable[tuple[str, str]], *,
-                 name: str, log: logging.Logger, unmarshal_error: str) -> Outcome:
+async def invoke(
+    method: Method,
+    data: bytes,
+    metadata: Iterable[tuple[str, str]],
+    *,
+    name: str,
+    log: logging.Logger,
+    unmarshal_error: str,
+) -> Outcome:
     """decode -> call -> encode with the shared error mapping; every transport uses this.
 
     A payload that does not decode is INTERNAL (as Go ttrpc/grpc answer); an RpcError keeps

@@ -129,8 +129,13 @@ class TtrpcServer:
         try:
             with anyio.fail_after(timeout):
                 outcome = await invoke(
-                    method, request.payload, ((kv.key, kv.value) for kv in request.metadata),
-                    name=name, log=log, unmarshal_error="ttrpc: error unmarshalling payload")
+                    method,
+                    request.payload,
+                    ((kv.key, kv.value) for kv in request.metadata),
+                    name=name,
+                    log=log,
+                    unmarshal_error="ttrpc: error unmarshalling payload",
+                )
         except TimeoutError:  # our deadline: the handler's own TimeoutError is in `outcome`
             log.warning("%s: deadline of %.3fs exceeded", name, timeout)
             return status_response(Code.DEADLINE_EXCEEDED, "context deadline exceeded")
