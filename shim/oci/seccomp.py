@@ -10,6 +10,7 @@ notify rule (libseccomp refuses two actions for one syscall), and every other ru
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 SYSCALL = "sysinfo"
@@ -26,10 +27,26 @@ def _names(rule: dict[str, Any]) -> list[str]:
     return names
 
 
-def notify_sysinfo(spec: dict[str, Any], listener: str) -> bool:
-    """Make sysinfo(2) a notification to ``listener``; False (spec untouched) when the
+def can_notify(spec: Mapping[str, Any], listener: str) -> bool:
+    """Whether :func:`notify_sysinfo` would take sysinfo(2) over (pure): not when the
     user's profile decides sysinfo itself or the listener path is too long."""
     if len(listener) > MAX_SOCKET_PATH:
+        return False
+    profile = (spec.get("linux") or {}).get("seccomp")
+    if profile is None:
+        return True
+    if profile.get("listenerPath"):
+        return False
+    ours = [r for r in profile.get("syscalls") or [] if SYSCALL in _names(r)]
+    if any(r.get("action") != _ALLOW or r.get("args") for r in ours):
+        return False  # denied, logged, traced or conditional: the user's call
+    return bool(ours) or profile.get("defaultAction") == _ALLOW  # else not allowed at all
+
+
+def notify_sysinfo(spec: dict[str, Any], listener: str) -> bool:
+    """Make sysinfo(2) a notification to ``listener``; False (spec untouched) when
+    :func:`can_notify` says the profile or the path leaves it to the kernel."""
+    if not can_notify(spec, listener):
         return False
     linux = spec.setdefault("linux", {})
     profile = linux.get("seccomp")
@@ -40,14 +57,8 @@ def notify_sysinfo(spec: dict[str, Any], listener: str) -> bool:
             "syscalls": [{"names": [SYSCALL], "action": NOTIFY}],
         }
         return True
-    if profile.get("listenerPath"):
-        return False
     rules = profile.get("syscalls") or []
     ours = [r for r in rules if SYSCALL in _names(r)]
-    if any(r.get("action") != _ALLOW or r.get("args") for r in ours):
-        return False  # denied, logged, traced or conditional: the user's call
-    if not ours and profile.get("defaultAction") != _ALLOW:
-        return False  # not allowed by the profile at all
     merged = []
     for r in rules:
         if r in ours:

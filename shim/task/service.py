@@ -36,6 +36,7 @@ from protos.gen.containerd.v1 import types as v1types
 from shim import options as runtime_options
 from shim import trace
 from shim.identity import RUNC_ROOT
+from shim.oci import plan as oci_plan
 from shim.oci import spec
 from shim.task import mountutil, oom, stats
 from shim.task.events import Publisher
@@ -113,7 +114,8 @@ class Container:
     runc: Runc
     init: Process
     rootfs: list[Mount]
-    private_pid_ns: bool
+    #: what Create decided from the spec (shim/oci/plan.py)
+    plan: oci_plan.CreatePlan
     options: RuncOptions = field(default_factory=RuncOptions)
     rootfs_mounted: bool = False
     watch: Watch | None = field(default=None, repr=False)
@@ -233,6 +235,12 @@ class TaskService:
                 "apply only to a create from a checkpoint"
             )
         options.write(bundle)
+        listener = None
+        if self._sysinfo is not None and not req.checkpoint:  # criu restores filters itself
+            listener = self._sysinfo.listener()
+        # every decision the spec implies, before anything is done (an annotation typo
+        # raises SpecError, a ValueError: the caller sees Unknown with its message)
+        plan = oci_plan.plan(oci, listener)
         runc = Runc(
             self._reaper,
             root=os.path.join(options.root or RUNC_ROOT, self.namespace),
@@ -247,7 +255,7 @@ class TaskService:
             runc,
             init,
             list(req.rootfs),
-            spec.has_private_pid_ns(oci),
+            plan,
             options,
             checkpoint=req.checkpoint,
         )
@@ -307,7 +315,8 @@ class TaskService:
         """/proc files runc will not bind (vmstat, pressure): into the created container's
         mount namespace now, before its start. A failure leaves the host's file (logged)."""
         view = self._view.container(c.id)
-        files = late_mounts.late_files(view, spec.LATE_FILES) if view is not None else {}
+        late = frozenset(c.plan.late)
+        files = late_mounts.late_files(view, late) if view is not None and late else {}
         if not files:
             return
         try:
@@ -330,17 +339,22 @@ class TaskService:
             await oom.watch(memory, version, on_oom)
 
     async def _prepare(self, c: Container, oci: dict, req: api.CreateTaskRequest) -> None:
-        """Rootfs mounts, the view and its binds in config.json, stdio: all undone on failure."""
+        """Execute the plan up to runc: rootfs mounts, the view, config.json rewritten,
+        stdio. All undone on failure."""
+        plan = c.plan
         if c.rootfs:
             target = os.path.join(c.bundle, "rootfs")
             os.makedirs(target, mode=0o711, exist_ok=True)
             for m in c.rootfs:
                 _rootfs_mount(m, target)
                 c.rootfs_mounted = True
-        sources = self._view.add(c.id, spec.cgroups_path(oci), spec.wanted_files(oci))
-        spec.add_view_mounts(oci, sources)
-        if self._sysinfo is not None and not c.checkpoint:  # criu restores filters itself
-            self._sysinfo.prepare(c.id, oci)
+        sources = self._view.add(c.id, plan.cgroups_path, plan.files)
+        oci_plan.rewrite(oci, plan, sources)
+        if plan.sysinfo == "shim":
+            assert self._sysinfo is not None
+            self._sysinfo.register(c.id)
+        elif plan.sysinfo == "profile":
+            log.info("sysinfo of %s left to the kernel (its seccomp profile decides)", c.id)
         spec.save(c.bundle, oci)
         c.init.io = await ProcessIO.open(
             req.stdin,
@@ -367,7 +381,7 @@ class TaskService:
         ex = await c.watch.wait()
         if c.init.starting:
             await c.init.start_done.wait()  # never publish an exit before its start
-        if not c.private_pid_ns:
+        if not c.plan.private_pid_ns:
             try:  # without its own pid namespace, the init's children outlive it
                 await c.runc.kill(c.id, signal.SIGKILL, all=True)
             except RuncError as e:

@@ -17,7 +17,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -26,8 +25,6 @@ from procfs.container import Container
 from procfs.sysinfo import produce_sysinfo
 from procfs.view import SHARE_WINDOW, View
 from shim.identity import SYSINFO_SOCKET
-from shim.oci import seccomp as seccomp_profile
-from shim.oci import spec
 from shim.task import seccomp_notify
 
 log = logging.getLogger("shim.sysinfo")
@@ -57,16 +54,16 @@ class SysinfoNotifier:
 
     # -- the create/delete hooks (TaskService) ---------------------------------------------
 
-    def prepare(self, container_id: str, oci: dict[str, Any]) -> bool:
-        """Add the notify rule to ``oci`` unless the annotations or the user's profile
-        say otherwise; True when the container will call us."""
-        if self._tg is None or not seccomp_notify.supported() or not spec.sysinfo_selected(oci):
-            return False
-        if not seccomp_profile.notify_sysinfo(oci, self.path):
-            log.info("sysinfo of %s left to the kernel (its seccomp profile decides)", container_id)
-            return False
+    def listener(self) -> str | None:
+        """The socket a container's runc hands its notify fds to, or None when this shim
+        cannot answer sysinfo(2) (not serving yet, or a kernel without seccomp notify)."""
+        if self._tg is None or not seccomp_notify.supported():
+            return None
+        return self.path
+
+    def register(self, container_id: str) -> None:
+        """Create put our notify rule into the container's spec: expect its fds."""
         self._containers[container_id] = _Filters()
-        return True
 
     def forget(self, container_id: str) -> None:
         """The container is gone: stop serving (and close) its fds."""
