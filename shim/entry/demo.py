@@ -1,4 +1,4 @@
-"""The main job: a 256 MiB busybox container prints /proc/meminfo and `free` next to the host's.
+"""The main job: a 256 MiB, 1-CPU busybox container reads every virtualised file beside the host.
 
     python -m shim.entry.demo [--runtime io.containerd.lxcfs.v2] [--memory-limit 268435456]
                               [--cpus 1]
@@ -6,9 +6,11 @@
 Builds a busybox rootfs from the host's static /bin/busybox, uses the system containerd when it
 answers on /run/containerd/containerd.sock (else starts a private one in a temp dir), runs
 `ctr run --rm --runtime <runtime> --memory-limit <limit> --cpus <n> --rootfs <rootfs> <id>
-/bin/sh -c 'cat /proc/meminfo; free'`, prints the container's meminfo and busybox `free` (which
-asks sysinfo(2), answered by the shim) beside the host's, a one-line verdict, and removes
-everything it created. Exit status: 0 verdict OK, 1 verdict MISMATCH, 2 could not run.
+/bin/sh -c 'cat <each file>; free'`, prints the key line of each virtualised file (MemTotal,
+processors, cpu lines of /proc/stat, uptime, loadavg, swaps, cpu/online) and busybox `free`
+(which asks sysinfo(2), answered by the shim) for the host beside the container, a one-line
+verdict, and removes everything it created. Exit status: 0 verdict OK, 1 verdict MISMATCH,
+2 could not run.
 
 Stdlib only (run by install.sh --demo with the venv's python).
 """
@@ -28,7 +30,17 @@ from pathlib import Path
 SYSTEM_SOCK = "/run/containerd/containerd.sock"
 SHIM = "containerd-shim-lxcfs-v2"
 NAMESPACE = "lxcfs-demo"
-FREE_MARK = "=====free====="
+FREE = "free"
+#: the files whose key line the demo shows, in order
+FILES = (
+    "/proc/meminfo",
+    "/proc/cpuinfo",
+    "/proc/stat",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/swaps",
+    "/sys/devices/system/cpu/online",
+)
 
 
 class DemoError(RuntimeError):
@@ -161,6 +173,76 @@ def free_kb(text: str) -> int | None:
     return None
 
 
+def _mark(name: str) -> str:
+    return f"=====lxcfs-demo {name}====="
+
+
+def script() -> str:
+    """The container's command: every file, then `free`, each after a marker line."""
+    parts = [f"echo '{_mark(f)}'; cat {f}" for f in FILES]
+    return "; ".join([*parts, f"echo '{_mark(FREE)}'; free"])
+
+
+def split_sections(out: str) -> dict[str, str]:
+    """The container's output, back into {file or "free": its text}."""
+    sections: dict[str, str] = {}
+    name = None
+    for line in out.splitlines(keepends=True):
+        if line.startswith("=====lxcfs-demo ") and line.rstrip().endswith("====="):
+            name = line.rstrip()[len("=====lxcfs-demo ") : -len("=====")]
+            sections[name] = ""
+        elif name is not None:
+            sections[name] += line
+    return sections
+
+
+def key_line(name: str, text: str) -> str:
+    """What to compare of one file (or of `free`), in a few words."""
+    lines = text.splitlines()
+    if name == "/proc/meminfo":
+        kb = meminfo_kb(text, "MemTotal")
+        return f"MemTotal: {kb} kB" if kb is not None else "(no MemTotal)"
+    if name == "/proc/cpuinfo":
+        return f"processors: {sum(ln.startswith('processor') for ln in lines)}"
+    if name == "/proc/stat":
+        cpus = [ln.split()[0] for ln in lines if ln.startswith("cpu") and ln[3:4].isdigit()]
+        return f"cpu lines: {len(cpus)} ({' '.join(cpus[:4])}{' ...' if len(cpus) > 4 else ''})"
+    if name == "/proc/swaps":
+        devices = [ln.split() for ln in lines[1:] if ln.split()]
+        if not devices:
+            return "swap: none (header only)"
+        total = sum(int(d[2]) for d in devices if len(d) > 2 and d[2].isdigit())
+        return f"swap: {len(devices)} device(s), {total} kB"
+    if name == FREE:
+        total = free_kb(text)
+        return f"Mem: total {total} kB" if total is not None else "(no Mem: line)"
+    return lines[0].strip() if lines else "(empty)"
+
+
+def host_sections() -> dict[str, str]:
+    out = {f: Path(f).read_text() for f in FILES}
+    out[FREE] = subprocess.run(
+        ["busybox", "free"], capture_output=True, text=True, timeout=10
+    ).stdout
+    return out
+
+
+def key_table(host: dict[str, str], container: dict[str, str], title: str) -> str:
+    """The key line of every file: host beside container."""
+    rows = [(f, key_line(f, host.get(f, "")), key_line(f, container.get(f, ""))) for f in FILES]
+    rows.append(
+        ("free (sysinfo(2))", key_line(FREE, host[FREE]), key_line(FREE, container.get(FREE, "")))
+    )
+    w0 = max(len(r[0]) for r in rows) + 2
+    w1 = max(len("host"), *(len(r[1]) for r in rows)) + 3
+    out = [
+        f"{'':<{w0}}{'host':<{w1}}{title}",
+        f"{'':<{w0}}{'-' * (w1 - 3):<{w1}}{'-' * len(title)}",
+    ]
+    out += [f"{a:<{w0}}{b:<{w1}}{c}" for a, b, c in rows]
+    return "\n".join(out)
+
+
 def side_by_side(left_title: str, left: str, right_title: str, right: str, n: int) -> str:
     ll, rl = left.splitlines()[:n], right.splitlines()[:n]
     width = max([len(left_title), *map(len, ll)]) + 4
@@ -179,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runtime", default="io.containerd.lxcfs.v2")
     ap.add_argument("--memory-limit", type=int, default=268435456, help="bytes")
     ap.add_argument("--cpus", default="1")
-    ap.add_argument("--lines", type=int, default=12, help="meminfo lines to show")
+    ap.add_argument(
+        "--lines", type=int, default=0, help="also show this many meminfo lines side by side"
+    )
     ap.add_argument("--private", action="store_true", help="never use the system containerd")
     args = ap.parse_args(argv)
 
@@ -204,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
             "run", "--rm", "--runtime", args.runtime,
             "--memory-limit", str(args.memory_limit), "--cpus", args.cpus,
             "--rootfs", str(tmp / "rootfs"), cid,
-            "/bin/sh", "-c", f"cat /proc/meminfo; echo {FREE_MARK}; free",
+            "/bin/sh", "-c", script(),
         ]  # fmt: skip
-        log("ctr " + " ".join(cmd))
+        log("ctr " + " ".join(cmd[:-1]) + " '<cat each file; free>'")
         try:
             r = ctr(address, *cmd, timeout=120)
         except subprocess.TimeoutExpired:
@@ -214,25 +298,24 @@ def main(argv: list[str] | None = None) -> int:
         if r.returncode != 0:
             raise DemoError(f"ctr run failed (exit {r.returncode}): {r.stderr.strip()}")
 
-        meminfo, _, free = r.stdout.partition(FREE_MARK + "\n")
-        host = Path("/proc/meminfo").read_text()
-        host_free = subprocess.run(
-            ["busybox", "free"], capture_output=True, text=True, timeout=10
-        ).stdout
+        sections = split_sections(r.stdout)
+        meminfo, free = sections.get("/proc/meminfo", ""), sections.get(FREE, "")
+        hosts = host_sections()
+        host = hosts["/proc/meminfo"]
         limit_kb = args.memory_limit // 1024
+        title = f"container ({args.runtime}, {limit_kb} kB, --cpus {args.cpus})"
         print()
-        print(
-            side_by_side(
-                "host /proc/meminfo",
-                host,
-                f"container /proc/meminfo ({args.runtime}, limit {limit_kb} kB)",
-                meminfo,
-                args.lines,
+        print(key_table(hosts, sections, title))
+        if args.lines > 0:
+            print()
+            print(
+                side_by_side(
+                    "host /proc/meminfo", host, "container /proc/meminfo", meminfo, args.lines
+                )
             )
-        )
         print()
         print("host: busybox free (sysinfo(2))")
-        print(host_free.rstrip())
+        print(hosts[FREE].rstrip())
         print("container: busybox free (sysinfo(2), answered by the shim)")
         print(free.rstrip())
         print()
