@@ -28,7 +28,8 @@ Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
 Modes:
   (none)                 install only
   --demo [args]          install, then run the main job: a busybox container limited to
-                         256 MiB prints /proc/meminfo next to the host's
+                         256 MiB and 1 CPU shows the key line of every virtualised file
+                         (and busybox free) next to the host's
                          (args go to `python -m shim.entry.demo`, e.g. --runtime io.containerd.runc.v2)
   --test [pytest args]   install with the `dev` extra, then run the whole test suite:
                          `$PREFIX/bin/python -m pytest [pytest args]` from this directory;
