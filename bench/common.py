@@ -192,8 +192,11 @@ class Env:
 
 def zygote_pids(launcher: str = "containerd-shim-lxcfs-v2") -> list[int]:
     """The lxcfs shim's fork servers (and their spares) whose command line names `launcher`."""
-    return [pid for pid, argv in harness.process_cmdlines().items()
-            if "-zygote" in argv and launcher in " ".join(argv)]
+    return [
+        pid
+        for pid, argv in harness.process_cmdlines().items()
+        if "-zygote" in argv and launcher in " ".join(argv)
+    ]
 
 
 def fuse_connections() -> set[str]:

@@ -83,10 +83,21 @@ class CriContainerd(PrivateContainerd):
     `install=False`, install.sh's drop-in is neither written nor imported.
     """
 
-    def __init__(self, release: ContainerdRelease = NEWEST, *, start_timeout: float = 60.0,
-                 runtimes: str = "", install: bool = True) -> None:
-        super().__init__(namespace="k8s.io", cri=True, start_timeout=start_timeout,
-                         containerd=release.containerd, ctr=release.ctr)
+    def __init__(
+        self,
+        release: ContainerdRelease = NEWEST,
+        *,
+        start_timeout: float = 60.0,
+        runtimes: str = "",
+        install: bool = True,
+    ) -> None:
+        super().__init__(
+            namespace="k8s.io",
+            cri=True,
+            start_timeout=start_timeout,
+            containerd=release.containerd,
+            ctr=release.ctr,
+        )
         self.release = release
         self.registry_dir = self.tmpdir / "certs.d"
         self.runtimes = runtimes
@@ -97,16 +108,21 @@ class CriContainerd(PrivateContainerd):
         text = super().config_text()
         if self.major >= 2:
             # NRI's socket is node-global (/var/run/nri/nri.sock): other containerds use it
-            text = text.replace("disabled_plugins = []",
-                                'disabled_plugins = ["io.containerd.nri.v1.nri"]', 1)
+            text = text.replace(
+                "disabled_plugins = []", 'disabled_plugins = ["io.containerd.nri.v1.nri"]', 1
+            )
         if self.install:
             # top-level `imports` next to `version`, the CRI tables at the end
-            version_line = text[text.index("\nversion = ") + 1:].split("\n", 1)[0] + "\n"
+            version_line = text[text.index("\nversion = ") + 1 :].split("\n", 1)[0] + "\n"
             imports = f'{version_line}imports = ["{self.tmpdir}/conf.d/*.toml"]\n'
             text = text.replace(version_line, imports, 1)
         cri = CRI_CONFIG_V3 if self.major >= 2 else CRI_CONFIG_V2
-        return text + cri.format(pause=PAUSE_IMAGE, cni=self.tmpdir / "cni",
-                                 registry=self.registry_dir, runtimes=self.runtimes)
+        return text + cri.format(
+            pause=PAUSE_IMAGE,
+            cni=self.tmpdir / "cni",
+            registry=self.registry_dir,
+            runtimes=self.runtimes,
+        )
 
     def start(self) -> CriContainerd:
         for d in ("conf.d", "cni/bin", "cni/net.d", "certs.d"):
@@ -117,12 +133,20 @@ class CriContainerd(PrivateContainerd):
         self.config_path.write_text(self.config_text())
         r = subprocess.run(
             ["bash", str(REPO / "install.sh"), "--containerd-config-only"],
-            env={**self.env, "CONTAINERD_CONFIG_DIR": str(self.tmpdir),
-                 "CONTAINERD": self.containerd_bin},
-            capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+            env={
+                **self.env,
+                "CONTAINERD_CONFIG_DIR": str(self.tmpdir),
+                "CONTAINERD": self.containerd_bin,
+            },
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+        )
         if r.returncode != 0:
-            raise HarnessError(f"install.sh --containerd-config-only failed:\n{r.stdout}\n"
-                               f"{r.stderr}")
+            raise HarnessError(
+                f"install.sh --containerd-config-only failed:\n{r.stdout}\n{r.stderr}"
+            )
         self.install_output = r.stdout
         # PrivateContainerd.start() writes config_text() again: keep install.sh's result
         written = self.config_path.read_text()
@@ -130,8 +154,13 @@ class CriContainerd(PrivateContainerd):
         super().start()
         return self
 
-    def import_images(self, images: Iterable[tuple[str, list[str]]] = (
-            (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]), (BUSYBOX_IMAGE, ["/bin/sh"]))) -> None:
+    def import_images(
+        self,
+        images: Iterable[tuple[str, list[str]]] = (
+            (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
+            (BUSYBOX_IMAGE, ["/bin/sh"]),
+        ),
+    ) -> None:
         """Build `(name, cmd)` images from the host's busybox and `ctr images import` them."""
         with tempfile.TemporaryDirectory(prefix="cri-img-", dir="/tmp") as tmp:
             rootfs = build_busybox_rootfs(Path(tmp) / "rootfs")

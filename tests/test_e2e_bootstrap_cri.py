@@ -44,13 +44,16 @@ LXCFS_HANDLER = """\
 
 def _cri_242(options: str) -> CriContainerd:
     if not os.access(PEER / "containerd", os.X_OK):
-        pytest.fail(f"{PEER}/containerd not built (install.sh --test builds the peers, "
-                    "with Go)", pytrace=False)
+        pytest.fail(
+            f"{PEER}/containerd not built (install.sh --test builds the peers, with Go)",
+            pytrace=False,
+        )
     return CriContainerd(NEWEST, runtimes=LXCFS_HANDLER.format(options=options), install=False)
 
 
-@pytest.mark.parametrize("task_api", ["", "v2"], ids=["containerd-2.4.2-default",
-                                                      "containerd-2.4.2-task_api-v2"])
+@pytest.mark.parametrize(
+    "task_api", ["", "v2"], ids=["containerd-2.4.2-default", "containerd-2.4.2-task_api-v2"]
+)
 def test_cri_options_table_reaches_start_and_create(task_api: str, tmp_path: Path) -> None:
     wrapper, calls = tmp_path / "my-runc", tmp_path / "calls"
     wrapper.write_text(RUNC_WRAPPER.format(log=calls))
@@ -69,8 +72,10 @@ def test_cri_options_table_reaches_start_and_create(task_api: str, tmp_path: Pat
         c.start()
         with tempfile.TemporaryDirectory(prefix="cri-img-", dir="/tmp") as tmp:
             rootfs = harness.build_busybox_rootfs(Path(tmp) / "rootfs")
-            for name, cmd in ((PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
-                              (BUSYBOX_IMAGE, ["/bin/sh"])):
+            for name, cmd in (
+                (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
+                (BUSYBOX_IMAGE, ["/bin/sh"]),
+            ):
                 image = build_image(rootfs, name, Path(tmp) / "image.tar", cmd=cmd)
                 c.ctr("images", "import", str(image.archive), check=True, timeout=120)
         with CriClient(c.address) as client:
