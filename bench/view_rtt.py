@@ -36,8 +36,14 @@ import anyio
 from bench.common import HERE
 from procfs import view as view_mod
 
-FILES = ("/proc/meminfo", "/proc/loadavg", "/proc/uptime", "/sys/devices/system/cpu/online",
-         "/proc/stat", "/proc/swaps")
+FILES = (
+    "/proc/meminfo",
+    "/proc/loadavg",
+    "/proc/uptime",
+    "/sys/devices/system/cpu/online",
+    "/proc/stat",
+    "/proc/swaps",
+)
 OPS = ("lookup", "getattr", "open", "read", "flush", "release", "access", "opendir")
 LOOPS = 5
 
@@ -76,7 +82,8 @@ async def _measure(files: dict[str, str], vread: Path, opens: int) -> list[str]:
         lines.append(
             f"{target:32s} {statistics.median(walls):6.1f} µs/open  shim CPU "
             f"{(t1.user - t0.user + t1.system - t0.system) / n * 1e6:5.1f} µs "
-            f"(user {(t1.user - t0.user) / n * 1e6:4.1f})  requests/open: {per}")
+            f"(user {(t1.user - t0.user) / n * 1e6:4.1f})  requests/open: {per}"
+        )
     return lines
 
 
@@ -101,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     _count_requests()
     with tempfile.TemporaryDirectory(prefix="view-rtt-") as tmp:
         vread = Path(tmp) / "vread"
-        subprocess.run(["gcc", "-static", "-O2", "-o", str(vread), str(HERE / "reader.c")],
-                       check=True, timeout=120)
+        subprocess.run(
+            ["gcc", "-static", "-O2", "-o", str(vread), str(HERE / "reader.c")],
+            check=True,
+            timeout=120,
+        )
         for line in anyio.run(_main, args.opens, vread, Path(tmp)):
             print(line)
     return 0

@@ -206,9 +206,13 @@ async def rebind(pid: int, files: Mapping[str, str]) -> list[str]:
     ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     try:
         stale_at = _fuse_mounts(pid)
-        jobs = [asyncio.wrap_future(pool.submit(_workers.clone_and_replace, ns, src, target,
-                                                stale_at[target]))
-                for target, src in files.items() if stale_at[target]]
+        jobs = [
+            asyncio.wrap_future(
+                pool.submit(_workers.clone_and_replace, ns, src, target, stale_at[target])
+            )
+            for target, src in files.items()
+            if stale_at[target]
+        ]
         with anyio.fail_after(TIMEOUT):
             done = await asyncio.gather(*jobs, return_exceptions=True)
     finally:
