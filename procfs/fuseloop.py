@@ -44,6 +44,8 @@ import types
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from procfs import priority
+
 log = logging.getLogger(__name__)
 
 #: Requests served back to back without a loop turn, at most.
@@ -144,7 +146,7 @@ class _FuseFd:
                 raise ClosedResourceError()
             if self.poller.poll(0):
                 self.streak += 1
-                if self.streak < FAIR_EVERY:
+                if self.streak < FAIR_EVERY and not priority.urgent():
                     self._arm_timer()
                     return
                 self.streak = 0

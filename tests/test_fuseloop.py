@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from procfs import fuseloop
+from procfs import fuseloop, priority
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -102,3 +102,27 @@ def test_read_after_a_late_withdrawal_is_interrupted(pipe) -> None:
     n, err, took = asyncio.run(main())
     assert (n, err) == (-1, errno.EINTR)
     assert took < 5  # bounded (READ_BOUND); the figure is not a timing assert
+
+
+def test_control_work_makes_the_worker_yield_after_each_request(pipe) -> None:
+    """procfs.priority: requests back to back normally, one per loop turn while an RPC runs."""
+    fd, r, w = pipe
+
+    async def main() -> tuple[bool, bool]:
+        os.write(w, b"xy")
+        worker = asyncio.create_task(fd.wait_readable(r))
+        await asyncio.sleep(0)
+        back_to_back = worker.done()
+        os.read(r, 1)
+        with priority.control():
+            worker = asyncio.create_task(fd.wait_readable(r))
+            await asyncio.sleep(0)
+            yielded = not worker.done()
+            await asyncio.wait_for(worker, 2)
+        return back_to_back, yielded
+
+    assert asyncio.run(main()) == (True, True)
+    assert not priority.urgent()
+    priority.boost(60)  # an exit on its way out
+    assert priority.urgent()
+    priority._until = 0.0
