@@ -126,10 +126,18 @@ class Side:
     load_mounts: tuple[str, ...] = ()
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     loads: dict[str, list[float]] = field(default_factory=dict)
+    server_pid: int = 0  #: what serves the load's /proc/meminfo: our shim, or lxcfs
+    server_cpu: list[float] = field(default_factory=list)  #: its CPU share while loaded
     n: int = 0
 
     def add(self, phase: str, metric: str, seconds: float) -> None:
         self.samples.setdefault(phase, {}).setdefault(metric, []).append(seconds)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of every thread of `pid`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _shim_socket(env: Env, cid: str, group: str) -> str:
@@ -208,7 +216,10 @@ async def _round(env: Env, side: Side, events: ExitEvents, cycles: int) -> None:
         try:
             await anyio.sleep(1)  # every reader is looping
             side.loads.setdefault("loaded", []).append(os.getloadavg()[0])
+            t, cpu = time.monotonic(), _cpu_seconds(side.server_pid)
             await _cycles(c, events, "loaded", cycles)
+            side.server_cpu.append(
+                (_cpu_seconds(side.server_pid) - cpu) / (time.monotonic() - t) * 100)
         finally:
             with anyio.CancelScope(shield=True):
                 for exec_id in readers:
@@ -250,6 +261,10 @@ def _rows(sides: list[Side], rounds: int) -> list[Row]:
                     "starvation", f"{metric} {qn}, {label}", _p(a, q) * 1e3, _p(b, q) * 1e3,
                     "ms", "< 20 ms" if qn == "p99" and phase == "loaded" else "",
                     f"{len(a)}/{len(b)} samples, {rounds} rounds; load {load}"))
+    rows.append(Row(
+        "starvation", f"CPU of the /proc server, {READERS} readers in the pod",
+        max(ours.server_cpu), max(ref.server_cpu), "%", "",
+        "our shim (FUSE and Task API, one thread) vs lxcfs; % of one CPU, highest round"))
     return rows
 
 
@@ -271,6 +286,12 @@ def bench(env: Env) -> list[Row]:
         events = ExitEvents(env)
         try:
             with _groups(env, sides):
+                shim = [pid for pid, cmd in env.ctrd.shim_processes()
+                        if f"-group {sides[0].group}" in cmd]
+                if len(shim) != 1:
+                    raise RuntimeError(f"our pod is not in one shim process: {shim}")
+                sides[0].server_pid = shim[0]
+                sides[1].server_pid = int((env.workdir / "lxcfs.pid").read_text())
                 for rnd in range(rounds):
                     for side in sides if rnd % 2 == 0 else sides[::-1]:
                         progress(f"starvation round {rnd + 1}/{rounds}: {side.name}, idle "
