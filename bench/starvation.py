@@ -6,8 +6,9 @@ two-container group, `load` and `victim`, in one shim (`io.containerd.runc.v2.gr
 both shims honour, as they honour CRI's `io.kubernetes.cri.sandbox-id`):
 
 - ours: io.containerd.lxcfs.v2, the load container reads our FUSE view;
-- reference: containerd's io.containerd.runc.v2 with a private lxcfs 5.0.3's /proc/meminfo
-  bound into the load container (lxcfs serves from its own process, as deployed).
+- reference: containerd's io.containerd.runc.v2 with a private lxcfs 5.0.3's copy of every
+  file our view serves bound into both containers (lxcfs serves from its own process, as
+  deployed).
 
 We talk ttrpc to each group's shim directly, as containerd does, and time the victim's
 control path, one cycle at a time:
@@ -123,7 +124,7 @@ class Side:
     group: str
     load: str
     victim: str
-    load_mounts: tuple[str, ...] = ()
+    mounts: tuple[str, ...] = ()  #: --mount of both containers (lxcfs's files, reference)
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     loads: dict[str, list[float]] = field(default_factory=dict)
     server_pid: int = 0  #: what serves the load's /proc/meminfo: our shim, or lxcfs
@@ -230,13 +231,25 @@ async def _round(env: Env, side: Side, events: ExitEvents, cycles: int) -> None:
 
 
 @contextmanager
-def _groups(env: Env, sides: list[Side]) -> Iterator[None]:
+def _groups(env: Env, sides: list[Side], lxcfs: Path) -> Iterator[None]:
+    """Start each side's two containers; the reference gets lxcfs's copy of every file our
+    view binds into our victim (so runc exec and the exec'd process meet lxcfs where they
+    meet our view), as lxcfs is deployed."""
+    from bench.view import view_files
+
     started: list[str] = []
     try:
         for side in sides:
-            for cid, mounts in ((side.load, side.load_mounts), (side.victim, ())):
+            if side.runtime == RUNC_RUNTIME:
+                files = view_files(env.init_pid(sides[0].victim))
+                side.mounts = tuple(
+                    f"type=bind,src={lxcfs}{f},dst={f},options=rbind:ro"
+                    for f in files if (lxcfs / f.lstrip("/")).exists())
+                progress(f"starvation: lxcfs's {len(side.mounts)} of our {len(files)} files "
+                         "bound into the reference pod")
+            for cid in (side.load, side.victim):
                 args = [*LIMITS, "--annotation", f"{GROUP_ANNOTATION}={side.group}"]
-                for m in mounts:
+                for m in side.mounts:
                     args += ["--mount", m]
                 started.append(cid)
                 r = env.ctrd.run_detached(side.runtime, env.rootfs, cid, "/bin/sleep",
@@ -276,16 +289,15 @@ def bench(env: Env) -> list[Row]:
     if not (env.rootfs / "bin" / "vread").exists():
         env.compile_c("reader.c", Path(env.rootfs, "bin", "vread"))
     with private_lxcfs(env) as mnt:
-        bind = f"type=bind,src={mnt}/proc/meminfo,dst=/proc/meminfo,options=rbind:ro"
         sides = [
             Side("ours", LXCFS_RUNTIME, env.new_id("pod-ours"), env.new_id("load-ours"),
                  env.new_id("victim-ours")),
             Side("runc.v2+lxcfs", RUNC_RUNTIME, env.new_id("pod-ref"), env.new_id("load-ref"),
-                 env.new_id("victim-ref"), (bind,)),
+                 env.new_id("victim-ref")),
         ]
         events = ExitEvents(env)
         try:
-            with _groups(env, sides):
+            with _groups(env, sides, mnt):
                 shim = [pid for pid, cmd in env.ctrd.shim_processes()
                         if f"-group {sides[0].group}" in cmd]
                 if len(shim) != 1:
