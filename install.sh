@@ -28,8 +28,9 @@ Installs containerd-shim-lxcfs on Debian 12 (idempotent; safe to run again):
 Modes:
   (none)                 install only
   --demo [args]          install, then run the main job: a busybox container limited to
-                         256 MiB prints /proc/meminfo next to the host's
-                         (args go to `python -m shim.demo`, e.g. --runtime io.containerd.runc.v2)
+                         256 MiB and 1 CPU shows the key line of every virtualised file
+                         (and busybox free) next to the host's
+                         (args go to `python -m shim.entry.demo`, e.g. --runtime io.containerd.runc.v2)
   --test [pytest args]   install with the `dev` extra, then run the whole test suite:
                          `$PREFIX/bin/python -m pytest [pytest args]` from this directory;
                          exits with pytest's status ("no tests collected" counts as failure)
@@ -181,7 +182,7 @@ install_venv() {
     "$PREFIX/bin/pip" install "${pipq[@]}" "$build$extra"
   fi
   # pip's console script runs `site` (15-25 ms per start/delete): replace it by our launcher
-  "$PREFIX/bin/python" -I -m shim.launcher "$PREFIX/bin/$SHIM"
+  "$PREFIX/bin/python" -I -m shim.entry.launcher "$PREFIX/bin/$SHIM"
   info "launcher: $PREFIX/bin/$SHIM (python -S, explicit sys.path)"
   stop_zygotes
   local v
@@ -405,7 +406,7 @@ install_test_peers() {
 }
 
 # ------------------------------------------------------------------ 5. node check
-# What the node has and needs (shim/check.py), logged; a FAIL is reported, not fatal here: the
+# What the node has and needs (shim/entry/check.py), logged; a FAIL is reported, not fatal here: the
 # operator (or the DaemonSet's log reader) fixes the node and runs `$SHIM check` again.
 node_check() {
   step "node check: $SHIM check"
@@ -553,9 +554,9 @@ case "$MODE" in
     ((NODE)) || printf '  next: %s --demo   |   %s --test\n' "$0" "$0"
     ;;
   demo)
-    step "main job: $PREFIX/bin/python -m shim.demo ${EXTRA_ARGS[*]:-}"
+    step "main job: $PREFIX/bin/python -m shim.entry.demo ${EXTRA_ARGS[*]:-}"
     rc=0
-    "$PREFIX/bin/python" -m shim.demo "${EXTRA_ARGS[@]}" || rc=$?
+    "$PREFIX/bin/python" -m shim.entry.demo "${EXTRA_ARGS[@]}" || rc=$?
     SUMMARY+=("demo: exit $rc")
     print_summary
     exit "$rc"

@@ -27,6 +27,7 @@ if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
 import harness  # noqa: E402
+import peer_builds as peers  # noqa: E402,F401  (re-exported: the pinned peers' paths)
 from harness import (  # noqa: E402
     LXCFS_RUNTIME,
     RUNC_RUNTIME,
@@ -191,8 +192,11 @@ class Env:
 
 def zygote_pids(launcher: str = "containerd-shim-lxcfs-v2") -> list[int]:
     """The lxcfs shim's fork servers (and their spares) whose command line names `launcher`."""
-    return [pid for pid, argv in harness.process_cmdlines().items()
-            if "-zygote" in argv and launcher in " ".join(argv)]
+    return [
+        pid
+        for pid, argv in harness.process_cmdlines().items()
+        if "-zygote" in argv and launcher in " ".join(argv)
+    ]
 
 
 def fuse_connections() -> set[str]:

@@ -1,8 +1,8 @@
 """Where the shim's time goes: `python -m bench.profile [--tree DIR] [--runs N]`.
 
 1. Import cost (`python -X importtime`, median of 7 fresh interpreters) of the start path
-   (`shim.cli` + `shim.start`) and the serving path (`shim.daemon`), against a bare
-   interpreter: the top modules by self and by cumulative time.
+   (`shim.entry.cli` + `shim.entry.start`) and the serving path (`shim.entry.daemon`), against
+   a bare interpreter: the top modules by self and by cumulative time.
 2. The critical path of `ctr run --rm /bin/true`: every shim process of a private containerd
    marks its stages in one file (CONTAINERD_SHIM_LXCFS_TRACE, shim/trace.py), next to this
    process's `ctr run` / `ctr exited`; per-step medians over N runs, runc.v2 alternating.
@@ -88,11 +88,14 @@ def imports(tree: str | None) -> str:
     for label, cmd in (
         ("bare interpreter (python -c pass)", [PY, "-c", "pass"]),
         ("bare, isolated (python -I -S -c pass)", [PY, "-I", "-S", "-c", "pass"]),
-        ("start path (import shim.cli, shim.start)", [PY, "-c", "import shim.cli, shim.start"]),
-        ("serving path (import shim.daemon)", [PY, "-c", "import shim.daemon"]),
+        (
+            "start path (import shim.entry.cli, .start)",
+            [PY, "-c", "import shim.entry.cli, shim.entry.start"],
+        ),
+        ("serving path (import shim.entry.daemon)", [PY, "-c", "import shim.entry.daemon"]),
     ):
         lines.append(f"  {label:48s} {_wall(cmd, env):7.1f} ms wall")
-    for stmt in ("import shim.cli, shim.start", "import shim.daemon"):
+    for stmt in ("import shim.entry.cli, shim.entry.start", "import shim.entry.daemon"):
         t = _importtime(stmt, env)
         lines.append(f"\n### `{stmt}`: top cumulative (ms)")
         for name, (s, c) in sorted(t.items(), key=lambda kv: -kv[1][1])[:25]:
@@ -107,7 +110,7 @@ def _profiling_launcher(env: Env) -> Path:
     """A copy of the installed launcher that imports bench/profhook first (see there)."""
     real = Path(find_shim_bin_dir() or "", "containerd-shim-lxcfs-v2")
     text = real.read_text()
-    anchor = "from shim.cli import run\n"
+    anchor = "from shim.entry.cli import run\n"
     if anchor not in text:
         raise SystemExit(f"bench.profile: {real} is not our launcher (install.sh writes it)")
     hook = f"sys.path.insert(0, {str(HERE / 'profhook')!r})\nimport profhook  # bench.profile\n"
@@ -128,8 +131,12 @@ def shim_profiles(env: Env, runs: int, save: str | None = None) -> str:
     prof_dir = env.workdir / "prof"
     prof_dir.mkdir()
     launcher = _profiling_launcher(env)
-    env.compile_c("shimtime.c", env.bindir / "containerd-shim-lxcfs-v2", f'-DREAL="{launcher}"',
-                  f'-DLOG="{env.start_log}"')
+    env.compile_c(
+        "shimtime.c",
+        env.bindir / "containerd-shim-lxcfs-v2",
+        f'-DREAL="{launcher}"',
+        f'-DLOG="{env.start_log}"',
+    )
     env.ctrd.stop()  # restart containerd: its shims get BENCH_PROF_DIR
     env.ctrd.env["BENCH_PROF_DIR"] = str(prof_dir)
     env.ctrd.start()

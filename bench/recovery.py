@@ -45,8 +45,9 @@ def fuse_conn_of(pid: int, target: str) -> str:
 @contextlib.contextmanager
 def fusectl():
     """/sys/fs/fuse/connections, mounted privately for the run if the host has not."""
-    mounted = any(ln.split()[4] == FUSECTL
-                  for ln in Path("/proc/self/mountinfo").read_text().splitlines())
+    mounted = any(
+        ln.split()[4] == FUSECTL for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+    )
     if mounted:
         yield FUSECTL
         return
@@ -82,15 +83,33 @@ def bench(env: Env) -> list[Row]:
     cid, pid = start_container(env, LXCFS_RUNTIME, "view-recovery")
     try:
         first = subprocess.run(
-            ["nsenter", "-t", str(pid), "-m", "-p", "-r", "-w", "/bin/head", "-1",
-             "/proc/meminfo"], capture_output=True, text=True, timeout=30).stdout.rstrip("\n")
+            ["nsenter", "-t", str(pid), "-m", "-p", "-r", "-w", "/bin/head", "-1", "/proc/meminfo"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.rstrip("\n")
         if "MemTotal" not in first:
             raise RuntimeError(f"no MemTotal line in the view: {first!r}")
         duration = 1.0 + aborts * SPACING_S + 1.0
         poller = subprocess.Popen(
-            ["nsenter", "-t", str(pid), "-m", "-p", "-r", "-w", "/bin/vpoll", "/proc/meminfo",
-             first, str(duration), str(INTERVAL_US)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                "nsenter",
+                "-t",
+                str(pid),
+                "-m",
+                "-p",
+                "-r",
+                "-w",
+                "/bin/vpoll",
+                "/proc/meminfo",
+                first,
+                str(duration),
+                str(INTERVAL_US),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         with fusectl() as ctl:
             time.sleep(1.0)
             for i in range(aborts):
@@ -108,13 +127,36 @@ def bench(env: Env) -> list[Row]:
     end = next(x for x in lines if x.startswith("end")).split()
     reads, _ok, host, fail = map(int, end[1:])
     spans, host_spans = outages(events)
-    note = (f"{aborts} aborts, {len(spans)} outages seen, {reads} reads at 1 ms: {fail} failed, "
-            f"{host} host-valued ({host_spans} outages with host values)")
+    note = (
+        f"{aborts} aborts, {len(spans)} outages seen, {reads} reads at 1 ms: {fail} failed, "
+        f"{host} host-valued ({host_spans} outages with host values)"
+    )
     return [
-        Row("view", "recovery after FUSE abort: unreadable, p50", median(spans) if spans else 0.0,
-            None, "ms", "<= 10 ms", note),
-        Row("view", "recovery after FUSE abort: unreadable, max", max(spans, default=0.0),
-            None, "ms", "<= 10 ms", note),
-        Row("view", "recovery after FUSE abort: host-valued reads", float(host), None, "reads",
-            "0", note),
+        Row(
+            "view",
+            "recovery after FUSE abort: unreadable, p50",
+            median(spans) if spans else 0.0,
+            None,
+            "ms",
+            "<= 10 ms",
+            note,
+        ),
+        Row(
+            "view",
+            "recovery after FUSE abort: unreadable, max",
+            max(spans, default=0.0),
+            None,
+            "ms",
+            "<= 10 ms",
+            note,
+        ),
+        Row(
+            "view",
+            "recovery after FUSE abort: host-valued reads",
+            float(host),
+            None,
+            "reads",
+            "0",
+            note,
+        ),
     ]

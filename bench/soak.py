@@ -27,12 +27,13 @@ from bench.common import (
     Row,
     fuse_connections,
     harness,
+    peers,
     progress,
     zygote_pids,
 )
 
 WORKERS = 4
-PEER_2X = Path("/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin")
+PEER_2X = peers.CONTAINERD_2.bin_dir
 
 
 def _status(pid: int, key: str) -> int:
@@ -65,20 +66,24 @@ def zygote_socket_for(ctrd: harness.PrivateContainerd, launcher: str) -> str:
         code = identity.code_fingerprint()
     finally:
         sys.argv[0] = saved
-    return os.path.join(identity.STATE_DIR, f"{identity.ZYGOTE_PREFIX}{code}-"
-                        f"{identity.process_context(ctrd.proc.pid)}.sock")
+    return os.path.join(
+        identity.STATE_DIR,
+        f"{identity.ZYGOTE_PREFIX}{code}-{identity.process_context(ctrd.proc.pid)}.sock",
+    )
 
 
-def counters(ctrd: harness.PrivateContainerd, ids: list[str], launcher: str,
-             fuse_before: set[str]) -> dict[str, int]:
+def counters(
+    ctrd: harness.PrivateContainerd, ids: list[str], launcher: str, fuse_before: set[str]
+) -> dict[str, int]:
     """What must not grow: see the module docstring."""
     path = zygote_socket_for(ctrd, launcher)
     family = [p for p in zygote_pids(launcher) if path in harness.process_cmdlines().get(p, [])]
     zygote = next((p for p in family if os.getsid(p) == p), None)
     hashes = [harness.shim_hash(ctrd.address, ctrd.namespace, cid) for cid in ids]
     ours = (str(ctrd.tmpdir) + "/", str(harness.LXCFS_STATE_DIR) + "/")
-    mounts = [m for m in harness.mount_points()
-              if m.startswith(ours[0]) or any(h in m for h in hashes)]
+    mounts = [
+        m for m in harness.mount_points() if m.startswith(ours[0]) or any(h in m for h in hashes)
+    ]
     mounted = set()
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
@@ -103,13 +108,15 @@ def counters(ctrd: harness.PrivateContainerd, ids: list[str], launcher: str,
 
 def _one(ctrd: harness.PrivateContainerd, rootfs: Path, cid: str) -> str | None:
     """One container's whole life; None, or what went wrong."""
-    r = ctrd.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "100000",
-                          ctr_args=LIMITS, timeout=120)
+    r = ctrd.run_detached(
+        LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "100000", ctr_args=LIMITS, timeout=120
+    )
     if r.returncode != 0:
         return f"run {cid}: {r.stderr.strip()[-200:]}"
     try:
-        r = ctrd.ctr("task", "exec", "--exec-id", "soak", cid, "/bin/head", "-1",
-                     "/proc/meminfo", timeout=60)
+        r = ctrd.ctr(
+            "task", "exec", "--exec-id", "soak", cid, "/bin/head", "-1", "/proc/meminfo", timeout=60
+        )
         want = f"{LIMIT_BYTES // 1024} kB"
         if r.returncode != 0 or want not in r.stdout:
             return f"exec {cid}: {r.returncode} {r.stdout.strip()} {r.stderr.strip()[-200:]}"
@@ -129,8 +136,9 @@ def _one(ctrd: harness.PrivateContainerd, rootfs: Path, cid: str) -> str | None:
             ctrd.force_remove(cid)
 
 
-def soak(ctrd: harness.PrivateContainerd, rootfs: Path, n: int, launcher: str,
-         workers: int = WORKERS) -> tuple[dict[str, int], dict[str, int], list[str], float]:
+def soak(
+    ctrd: harness.PrivateContainerd, rootfs: Path, n: int, launcher: str, workers: int = WORKERS
+) -> tuple[dict[str, int], dict[str, int], list[str], float]:
     """(before, after, failures, seconds) for `n` containers, `workers` at a time."""
     fuse_before = fuse_connections()
     ids = [ctrd.new_id(f"soak{w}-{k}") for w in range(workers) for k in range(2)]
@@ -146,7 +154,7 @@ def soak(ctrd: harness.PrivateContainerd, rootfs: Path, n: int, launcher: str,
 
     def worker(w: int) -> list[str]:
         out = []
-        mine = ids[2 * w: 2 * w + 2]
+        mine = ids[2 * w : 2 * w + 2]
         for k in range(w, n, workers):
             problem = _one(ctrd, rootfs, mine[k // workers % 2])
             if problem:
@@ -171,9 +179,11 @@ def bench(env: Env) -> list[Row]:
     runs = [("1.6", env.ctrd)]
     peer = None
     if os.access(PEER_2X / "containerd", os.X_OK):
-        peer = harness.PrivateContainerd(namespace=f"soak-{os.getpid()}",
-                                         containerd=str(PEER_2X / "containerd"),
-                                         ctr=str(PEER_2X / "ctr"))
+        peer = harness.PrivateContainerd(
+            namespace=f"soak-{os.getpid()}",
+            containerd=str(PEER_2X / "containerd"),
+            ctr=str(PEER_2X / "ctr"),
+        )
         peer.env = dict(env.ctrd.env)
         runs.append(("2.4", peer))
     rows: list[Row] = []
@@ -189,14 +199,21 @@ def bench(env: Env) -> list[Row]:
                 now = after[name]
                 note = ""
                 if i == 0:
-                    note = (f"{n} containers, ids reused, {took:.0f} s, "
-                            f"{len(failures)} failed")
+                    note = f"{n} containers, ids reused, {took:.0f} s, {len(failures)} failed"
                 elif name.startswith("containerd "):
                     note = "containerd's own (Go runtime threads come and go)"
-                rows.append(Row("soak", f"containerd {version}: {name}", float(now),
-                                float(was), "count" if "kB" not in name else "kB",
-                                "no growth", note,
-                                ratio=(now / was) if was else (1.0 if now == was else None)))
+                rows.append(
+                    Row(
+                        "soak",
+                        f"containerd {version}: {name}",
+                        float(now),
+                        float(was),
+                        "count" if "kB" not in name else "kB",
+                        "no growth",
+                        note,
+                        ratio=(now / was) if was else (1.0 if now == was else None),
+                    )
+                )
     finally:
         if peer is not None:
             peer.cleanup_all()

@@ -47,13 +47,19 @@ from betterproto.lib.google.protobuf import Empty
 from bench.common import LIMITS, LXCFS_RUNTIME, RUNC_RUNTIME, Env, Row, progress
 from protos.gen.containerd.task import v2 as api
 from shim.identity import socket_path
-from shim.ttrpc import TtrpcClient
+from shim.transport.ttrpc import TtrpcClient
 
 PROCESS_SPEC = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 GROUP_ANNOTATION = "io.containerd.runc.v2.group"
 READERS = 8
-METRICS = ("State", "Exec", "Start (runc exec)", "Kill", "Kill → TaskExit at containerd",
-           "Kill → Wait returns")
+METRICS = (
+    "State",
+    "Exec",
+    "Start (runc exec)",
+    "Kill",
+    "Kill → TaskExit at containerd",
+    "Kill → Wait returns",
+)
 STATES_PER_CYCLE = 5
 
 
@@ -72,8 +78,13 @@ class ExitEvents:
     def __init__(self, env: Env) -> None:
         c = env.ctrd
         self.proc = subprocess.Popen(
-            [c.ctr_bin, "--address", c.address, "events"], stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=c.env, text=True)
+            [c.ctr_bin, "--address", c.address, "events"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=c.env,
+            text=True,
+        )
         self.seen: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -157,8 +168,9 @@ class _Client:
         self.md = {"containerd-namespace-ttrpc": env.ctrd.namespace}
 
     async def call(self, name: str, request: object, reply: type) -> object:
-        return await self.client.call(self.service, name, request, reply, timeout=30,
-                                      metadata=self.md)
+        return await self.client.call(
+            self.service, name, request, reply, timeout=30, metadata=self.md
+        )
 
     async def timed(self, name: str, request: object, reply: type) -> float:
         t = time.perf_counter()
@@ -167,36 +179,50 @@ class _Client:
 
     def new_exec(self, cid: str, *args: str) -> api.ExecProcessRequest:
         self.side.n += 1
-        process = {"args": list(args), "cwd": "/", "env": ["PATH=/bin"],
-                   "user": {"uid": 0, "gid": 0}, "terminal": False}
+        process = {
+            "args": list(args),
+            "cwd": "/",
+            "env": ["PATH=/bin"],
+            "user": {"uid": 0, "gid": 0},
+            "terminal": False,
+        }
         spec = AnyMsg(type_url=PROCESS_SPEC, value=json.dumps(process).encode())
         return api.ExecProcessRequest(id=cid, exec_id=f"x{self.side.n}", spec=spec)
 
     async def reap(self, cid: str, exec_id: str) -> None:
         await self.call("Wait", api.WaitRequest(id=cid, exec_id=exec_id), api.WaitResponse)
-        await self.call("Delete", api.DeleteRequest(id=cid, exec_id=exec_id),
-                        api.DeleteResponse)
+        await self.call("Delete", api.DeleteRequest(id=cid, exec_id=exec_id), api.DeleteResponse)
 
 
 async def _cycles(c: _Client, events: ExitEvents, phase: str, count: int) -> None:
     side, victim = c.side, c.side.victim
     for _ in range(count):
         for _ in range(STATES_PER_CYCLE):
-            side.add(phase, "State", await c.timed("State", api.StateRequest(id=victim),
-                                                   api.StateResponse))
+            side.add(
+                phase,
+                "State",
+                await c.timed("State", api.StateRequest(id=victim), api.StateResponse),
+            )
         req = c.new_exec(victim, "/bin/sleep", "1000")
         side.add(phase, "Exec", await c.timed("Exec", req, Empty))
-        side.add(phase, "Start (runc exec)", await c.timed(
-            "Start", api.StartRequest(id=victim, exec_id=req.exec_id), api.StartResponse))
+        side.add(
+            phase,
+            "Start (runc exec)",
+            await c.timed(
+                "Start", api.StartRequest(id=victim, exec_id=req.exec_id), api.StartResponse
+            ),
+        )
         t0 = time.perf_counter()
         await c.call("Kill", api.KillRequest(id=victim, exec_id=req.exec_id, signal=9), Empty)
         side.add(phase, "Kill", time.perf_counter() - t0)
         await c.call("Wait", api.WaitRequest(id=victim, exec_id=req.exec_id), api.WaitResponse)
         side.add(phase, "Kill → Wait returns", time.perf_counter() - t0)
-        side.add(phase, "Kill → TaskExit at containerd",
-                 await events.wait(victim, req.exec_id) - t0)
-        await c.call("Delete", api.DeleteRequest(id=victim, exec_id=req.exec_id),
-                     api.DeleteResponse)
+        side.add(
+            phase, "Kill → TaskExit at containerd", await events.wait(victim, req.exec_id) - t0
+        )
+        await c.call(
+            "Delete", api.DeleteRequest(id=victim, exec_id=req.exec_id), api.DeleteResponse
+        )
 
 
 async def _round(env: Env, side: Side, events: ExitEvents, cycles: int) -> None:
@@ -211,8 +237,9 @@ async def _round(env: Env, side: Side, events: ExitEvents, cycles: int) -> None:
         for _ in range(READERS):
             req = c.new_exec(side.load, "/bin/vread", "/proc/meminfo", "2000000000")
             await c.call("Exec", req, Empty)
-            await c.call("Start", api.StartRequest(id=side.load, exec_id=req.exec_id),
-                         api.StartResponse)
+            await c.call(
+                "Start", api.StartRequest(id=side.load, exec_id=req.exec_id), api.StartResponse
+            )
             readers.append(req.exec_id)
         try:
             await anyio.sleep(1)  # every reader is looping
@@ -220,12 +247,14 @@ async def _round(env: Env, side: Side, events: ExitEvents, cycles: int) -> None:
             t, cpu = time.monotonic(), _cpu_seconds(side.server_pid)
             await _cycles(c, events, "loaded", cycles)
             side.server_cpu.append(
-                (_cpu_seconds(side.server_pid) - cpu) / (time.monotonic() - t) * 100)
+                (_cpu_seconds(side.server_pid) - cpu) / (time.monotonic() - t) * 100
+            )
         finally:
             with anyio.CancelScope(shield=True):
                 for exec_id in readers:
-                    await c.call("Kill", api.KillRequest(id=side.load, exec_id=exec_id,
-                                                         signal=9), Empty)
+                    await c.call(
+                        "Kill", api.KillRequest(id=side.load, exec_id=exec_id, signal=9), Empty
+                    )
                 for exec_id in readers:
                     await c.reap(side.load, exec_id)
 
@@ -244,16 +273,27 @@ def _groups(env: Env, sides: list[Side], lxcfs: Path) -> Iterator[None]:
                 files = view_files(env.init_pid(sides[0].victim))
                 side.mounts = tuple(
                     f"type=bind,src={lxcfs}{f},dst={f},options=rbind:ro"
-                    for f in files if (lxcfs / f.lstrip("/")).exists())
-                progress(f"starvation: lxcfs's {len(side.mounts)} of our {len(files)} files "
-                         "bound into the reference pod")
+                    for f in files
+                    if (lxcfs / f.lstrip("/")).exists()
+                )
+                progress(
+                    f"starvation: lxcfs's {len(side.mounts)} of our {len(files)} files "
+                    "bound into the reference pod"
+                )
             for cid in (side.load, side.victim):
                 args = [*LIMITS, "--annotation", f"{GROUP_ANNOTATION}={side.group}"]
                 for m in side.mounts:
                     args += ["--mount", m]
                 started.append(cid)
-                r = env.ctrd.run_detached(side.runtime, env.rootfs, cid, "/bin/sleep",
-                                          "100000", ctr_args=tuple(args), timeout=120)
+                r = env.ctrd.run_detached(
+                    side.runtime,
+                    env.rootfs,
+                    cid,
+                    "/bin/sleep",
+                    "100000",
+                    ctr_args=tuple(args),
+                    timeout=120,
+                )
                 if r.returncode != 0:
                     raise RuntimeError(f"ctr run -d {cid} ({side.runtime}): {r.stderr.strip()}")
         yield
@@ -265,19 +305,34 @@ def _rows(sides: list[Side], rounds: int) -> list[Row]:
     ours, ref = sides
     rows = []
     for phase, label in (("idle", "idle"), ("loaded", f"{READERS} readers in the pod")):
-        load = ", ".join(f"{s.name} {min(s.loads[phase]):.1f}-{max(s.loads[phase]):.1f}"
-                         for s in sides)
+        load = ", ".join(
+            f"{s.name} {min(s.loads[phase]):.1f}-{max(s.loads[phase]):.1f}" for s in sides
+        )
         for metric in METRICS:
             a, b = ours.samples[phase][metric], ref.samples[phase][metric]
             for q, qn in ((0.5, "p50"), (0.99, "p99")):
-                rows.append(Row(
-                    "starvation", f"{metric} {qn}, {label}", _p(a, q) * 1e3, _p(b, q) * 1e3,
-                    "ms", "< 20 ms" if qn == "p99" and phase == "loaded" else "",
-                    f"{len(a)}/{len(b)} samples, {rounds} rounds; load {load}"))
-    rows.append(Row(
-        "starvation", f"CPU of the /proc server, {READERS} readers in the pod",
-        max(ours.server_cpu), max(ref.server_cpu), "%", "",
-        "our shim (FUSE and Task API, one thread) vs lxcfs; % of one CPU, highest round"))
+                rows.append(
+                    Row(
+                        "starvation",
+                        f"{metric} {qn}, {label}",
+                        _p(a, q) * 1e3,
+                        _p(b, q) * 1e3,
+                        "ms",
+                        "< 20 ms" if qn == "p99" and phase == "loaded" else "",
+                        f"{len(a)}/{len(b)} samples, {rounds} rounds; load {load}",
+                    )
+                )
+    rows.append(
+        Row(
+            "starvation",
+            f"CPU of the /proc server, {READERS} readers in the pod",
+            max(ours.server_cpu),
+            max(ref.server_cpu),
+            "%",
+            "",
+            "our shim (FUSE and Task API, one thread) vs lxcfs; % of one CPU, highest round",
+        )
+    )
     return rows
 
 
@@ -290,24 +345,39 @@ def bench(env: Env) -> list[Row]:
         env.compile_c("reader.c", Path(env.rootfs, "bin", "vread"))
     with private_lxcfs(env) as mnt:
         sides = [
-            Side("ours", LXCFS_RUNTIME, env.new_id("pod-ours"), env.new_id("load-ours"),
-                 env.new_id("victim-ours")),
-            Side("runc.v2+lxcfs", RUNC_RUNTIME, env.new_id("pod-ref"), env.new_id("load-ref"),
-                 env.new_id("victim-ref")),
+            Side(
+                "ours",
+                LXCFS_RUNTIME,
+                env.new_id("pod-ours"),
+                env.new_id("load-ours"),
+                env.new_id("victim-ours"),
+            ),
+            Side(
+                "runc.v2+lxcfs",
+                RUNC_RUNTIME,
+                env.new_id("pod-ref"),
+                env.new_id("load-ref"),
+                env.new_id("victim-ref"),
+            ),
         ]
         events = ExitEvents(env)
         try:
             with _groups(env, sides, mnt):
-                shim = [pid for pid, cmd in env.ctrd.shim_processes()
-                        if f"-group {sides[0].group}" in cmd]
+                shim = [
+                    pid
+                    for pid, cmd in env.ctrd.shim_processes()
+                    if f"-group {sides[0].group}" in cmd
+                ]
                 if len(shim) != 1:
                     raise RuntimeError(f"our pod is not in one shim process: {shim}")
                 sides[0].server_pid = shim[0]
                 sides[1].server_pid = int((env.workdir / "lxcfs.pid").read_text())
                 for rnd in range(rounds):
                     for side in sides if rnd % 2 == 0 else sides[::-1]:
-                        progress(f"starvation round {rnd + 1}/{rounds}: {side.name}, idle "
-                                 f"then {READERS} readers of /proc/meminfo in the pod")
+                        progress(
+                            f"starvation round {rnd + 1}/{rounds}: {side.name}, idle "
+                            f"then {READERS} readers of /proc/meminfo in the pod"
+                        )
                         anyio.run(_round, env, side, events, cycles)
         finally:
             events.close()

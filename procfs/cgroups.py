@@ -147,6 +147,7 @@ class CgroupRef:
 
 # --- linux.cgroupsPath ----------------------------------------------------------------------
 
+
 def is_systemd_path(cgroups_path: str) -> bool:
     """True for runc's systemd form ``slice:prefix:name`` (never starts with ``/``)."""
     return not cgroups_path.startswith("/") and cgroups_path.count(":") == 2
@@ -224,6 +225,7 @@ def _same_everywhere(hierarchies: Hierarchies, path: str) -> dict[str, str]:
 
 # --- /proc/<pid>/cgroup ---------------------------------------------------------------------
 
+
 def parse_proc_cgroup(text: str) -> dict[str, str]:
     """``/proc/<pid>/cgroup`` → {controller: path}; the ``0::`` line maps to :data:`UNIFIED`.
 
@@ -244,9 +246,7 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
     return out
 
 
-def ref_from_proc(
-    pid: int, hierarchies: Hierarchies, proc: Path = Path("/proc")
-) -> CgroupRef:
+def ref_from_proc(pid: int, hierarchies: Hierarchies, proc: Path = Path("/proc")) -> CgroupRef:
     """The authoritative cgroup of a running process (read in the host's cgroup namespace)."""
     text = (proc / str(pid) / "cgroup").read_text()
     return CgroupRef(hierarchies, parse_proc_cgroup(text))

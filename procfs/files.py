@@ -92,8 +92,12 @@ def produce_uptime(c: Container, caller: int | None = None) -> bytes:
     if c.ref is None or c.init_start is None:
         return _host("uptime")
     cpu = read_cpu(c.ref)
-    up, idle = uptime_values(time.clock_gettime(time.CLOCK_BOOTTIME), c.init_start / HZ,
-                             len(cpu.visible()), cpu.usage_ns / 1e9)
+    up, idle = uptime_values(
+        time.clock_gettime(time.CLOCK_BOOTTIME),
+        c.init_start / HZ,
+        len(cpu.visible()),
+        cpu.usage_ns / 1e9,
+    )
     return render_uptime(up, idle)
 
 

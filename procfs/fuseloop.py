@@ -214,8 +214,7 @@ class _Nursery:
                 self.tasks -= done
                 for t in done:  # a dead worker ends main(); the View treats that as lost
                     if not t.cancelled() and t.exception() is not None:
-                        log.error("pyfuse3 worker %s died", t.get_name(),
-                                  exc_info=t.exception())
+                        log.error("pyfuse3 worker %s died", t.get_name(), exc_info=t.exception())
         finally:
             _fd.release()
 

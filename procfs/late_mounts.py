@@ -40,7 +40,8 @@ def late_files(c: Container, late: frozenset[str]) -> dict[str, str]:
         if target not in late:
             continue
         if target.startswith("/proc/pressure/") and (
-                c.ref is None or pressure_path(c.ref, target.rsplit("/", 1)[1]) is None):
+            c.ref is None or pressure_path(c.ref, target.rsplit("/", 1)[1]) is None
+        ):
             continue
         out[target] = source
     return out
@@ -76,8 +77,9 @@ def _child(pid: int, pairs: list[tuple[str, str]], w: int) -> None:
         os._exit(status)
 
 
-async def bind(pid: int, files: Mapping[str, str],
-               watch: Callable[[int], Any] | None = None) -> list[str]:
+async def bind(
+    pid: int, files: Mapping[str, str], watch: Callable[[int], Any] | None = None
+) -> list[str]:
     """Attach ``files`` (container target → host source) in ``pid``'s mount namespace;
     the targets mounted. OSError with the child's reason on failure.
 

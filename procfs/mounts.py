@@ -38,8 +38,12 @@ _libc.unshare.argtypes = (ctypes.c_int,)
 
 
 class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 def _check(ret: int, what: str) -> int:
@@ -65,18 +69,33 @@ def setns_mnt(fd: int) -> None:
 
 def open_tree_clone(path: str) -> int:
     """A detached copy of the mount at ``path`` (an fd), attachable in any namespace."""
-    return _check(_libc.syscall(_SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), path.encode(),
-                                ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)),
-                  f"open_tree {path}")
+    return _check(
+        _libc.syscall(
+            _SYS_OPEN_TREE,
+            ctypes.c_int(AT_FDCWD),
+            path.encode(),
+            ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC),
+        ),
+        f"open_tree {path}",
+    )
 
 
 def set_read_only(fd: int) -> None:
     """ro,nosuid,nodev,noexec on a detached tree, as the spec's bind options ask."""
-    attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
-                      | MOUNT_ATTR_NOEXEC, 0, 0, 0)
-    _check(_libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(fd), b"",
-                         ctypes.c_uint(AT_EMPTY_PATH), ctypes.byref(attr),
-                         ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr")
+    attr = _MountAttr(
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, 0, 0, 0
+    )
+    _check(
+        _libc.syscall(
+            _SYS_MOUNT_SETATTR,
+            ctypes.c_int(fd),
+            b"",
+            ctypes.c_uint(AT_EMPTY_PATH),
+            ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)),
+        ),
+        "mount_setattr",
+    )
 
 
 def attach(fd: int, target: str, *, beneath: bool = False) -> None:
@@ -86,6 +105,14 @@ def attach(fd: int, target: str, *, beneath: bool = False) -> None:
     unmounted): a replacement without a moment where ``target`` shows what is underneath.
     """
     flags = MOVE_MOUNT_F_EMPTY_PATH | (MOVE_MOUNT_BENEATH if beneath else 0)
-    _check(_libc.syscall(_SYS_MOVE_MOUNT, ctypes.c_int(fd), b"", ctypes.c_int(AT_FDCWD),
-                         target.encode(), ctypes.c_uint(flags)),
-           f"move_mount {'beneath' if beneath else 'to'} {target}")
+    _check(
+        _libc.syscall(
+            _SYS_MOVE_MOUNT,
+            ctypes.c_int(fd),
+            b"",
+            ctypes.c_int(AT_FDCWD),
+            target.encode(),
+            ctypes.c_uint(flags),
+        ),
+        f"move_mount {'beneath' if beneath else 'to'} {target}",
+    )

@@ -171,6 +171,7 @@ def _read_limit_v2(path: str | Path) -> int | None:
 
 # --- CPU ------------------------------------------------------------------------------------
 
+
 def _read_text(path: str | Path) -> str | None:
     try:
         return fastio.read_text(path)
@@ -276,10 +277,16 @@ def read_cpu_v2(dirs: list[Path], online: Path = HOST_ONLINE) -> CpuSnapshot:
 
 #: v1 blkio files per DiskIO field group, best first: CFQ names (old kernels, what lxcfs
 #: reads), BFQ's, then the throttle layer's, which count every bio whatever the scheduler.
-_V1_SERVICED = ("blkio.io_serviced_recursive", "blkio.throttle.io_serviced_recursive",
-                "blkio.bfq.io_serviced_recursive")
-_V1_BYTES = ("blkio.io_service_bytes_recursive", "blkio.throttle.io_service_bytes_recursive",
-             "blkio.bfq.io_service_bytes_recursive")
+_V1_SERVICED = (
+    "blkio.io_serviced_recursive",
+    "blkio.throttle.io_serviced_recursive",
+    "blkio.bfq.io_serviced_recursive",
+)
+_V1_BYTES = (
+    "blkio.io_service_bytes_recursive",
+    "blkio.throttle.io_service_bytes_recursive",
+    "blkio.bfq.io_service_bytes_recursive",
+)
 _V1_MERGED = ("blkio.io_merged_recursive", "blkio.bfq.io_merged_recursive")
 _V1_SERVICE_TIME = ("blkio.io_service_time_recursive", "blkio.bfq.io_service_time_recursive")
 _V1_WAIT_TIME = ("blkio.io_wait_time_recursive", "blkio.bfq.io_wait_time_recursive")
@@ -337,16 +344,25 @@ def read_io_v1(d: Path) -> list[DiskIO]:
         def ms(op: str, t: dict[str, int] = t, w: dict[str, int] = w) -> int:
             return (t.get(op, 0) + w.get(op, 0)) // 1_000_000
 
-        out.append(DiskIO(
-            major=dev[0], minor=dev[1],
-            reads=s.get("Read", 0), writes=s.get("Write", 0), discards=s.get("Discard", 0),
-            read_merged=m.get("Read", 0), write_merged=m.get("Write", 0),
-            discard_merged=m.get("Discard", 0),
-            read_bytes=b.get("Read", 0), write_bytes=b.get("Write", 0),
-            discard_bytes=b.get("Discard", 0),
-            read_ms=ms("Read"), write_ms=ms("Write"), discard_ms=ms("Discard"),
-            io_ms=t.get("Total", 0) // 1_000_000,
-        ))
+        out.append(
+            DiskIO(
+                major=dev[0],
+                minor=dev[1],
+                reads=s.get("Read", 0),
+                writes=s.get("Write", 0),
+                discards=s.get("Discard", 0),
+                read_merged=m.get("Read", 0),
+                write_merged=m.get("Write", 0),
+                discard_merged=m.get("Discard", 0),
+                read_bytes=b.get("Read", 0),
+                write_bytes=b.get("Write", 0),
+                discard_bytes=b.get("Discard", 0),
+                read_ms=ms("Read"),
+                write_ms=ms("Write"),
+                discard_ms=ms("Discard"),
+                io_ms=t.get("Total", 0) // 1_000_000,
+            )
+        )
     return out
 
 
@@ -361,12 +377,18 @@ def read_io_v2(d: Path) -> list[DiskIO]:
             k, _, v = pair.partition("=")
             if v.isdigit():
                 kv[k] = int(v)
-        out.append(DiskIO(
-            major=int(maj), minor=int(mi),
-            reads=kv.get("rios", 0), writes=kv.get("wios", 0), discards=kv.get("dios", 0),
-            read_bytes=kv.get("rbytes", 0), write_bytes=kv.get("wbytes", 0),
-            discard_bytes=kv.get("dbytes", 0),
-        ))
+        out.append(
+            DiskIO(
+                major=int(maj),
+                minor=int(mi),
+                reads=kv.get("rios", 0),
+                writes=kv.get("wios", 0),
+                discards=kv.get("dios", 0),
+                read_bytes=kv.get("rbytes", 0),
+                write_bytes=kv.get("wbytes", 0),
+                discard_bytes=kv.get("dbytes", 0),
+            )
+        )
     return out
 
 

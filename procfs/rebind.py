@@ -202,10 +202,12 @@ async def rebind(pid: int, files: Mapping[str, str]) -> list[str]:
         return await asyncio.wrap_future(pool.submit(fn, *args))
 
     with anyio.fail_after(TIMEOUT):
-        results = await asyncio.gather(*(run(_clone, src) for src in files.values()),
-                                       return_exceptions=True)
-        trees = [(fd, target) for fd, target in zip(results, files, strict=True)
-                 if isinstance(fd, int)]
+        results = await asyncio.gather(
+            *(run(_clone, src) for src in files.values()), return_exceptions=True
+        )
+        trees = [
+            (fd, target) for fd, target in zip(results, files, strict=True) if isinstance(fd, int)
+        ]
         ns = -1
         try:
             errors = [r for r in results if isinstance(r, BaseException)]
@@ -213,8 +215,11 @@ async def rebind(pid: int, files: Mapping[str, str]) -> list[str]:
                 raise errors[0]
             ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
             stale_at = _fuse_mounts(pid)
-            jobs = [run(_workers.replace_in, ns, fd, target, stale_at[target])
-                    for fd, target in trees if stale_at[target]]
+            jobs = [
+                run(_workers.replace_in, ns, fd, target, stale_at[target])
+                for fd, target in trees
+                if stale_at[target]
+            ]
             done = await asyncio.gather(*jobs, return_exceptions=True)
         finally:
             for fd, _ in trees:

@@ -2,7 +2,7 @@
 
 busybox ``free``, glibc's ``sysconf(_SC_PHYS_PAGES/_SC_AVPHYS_PAGES)`` and ``get_nprocs``-style
 sizing read memory through sysinfo(2), which no FUSE file can change. The shim answers that
-syscall (shim/sysinfo_notify.py); the numbers here are parsed from the very meminfo, uptime and
+syscall (shim/task/sysinfo_notify.py); the numbers here are parsed from the very meminfo, uptime and
 loadavg renderings the container reads, so ``free`` and ``cat /proc/meminfo`` always agree.
 """
 
@@ -47,9 +47,21 @@ class Sysinfo:
 
     def pack(self) -> bytes:
         """The bytes the kernel would copy to the caller's ``struct sysinfo``."""
-        return _LAYOUT.pack(self.uptime, *self.loads, self.totalram, self.freeram,
-                            self.sharedram, self.bufferram, self.totalswap, self.freeswap,
-                            min(self.procs, _USHRT_MAX), 0, 0, 0, 1)
+        return _LAYOUT.pack(
+            self.uptime,
+            *self.loads,
+            self.totalram,
+            self.freeram,
+            self.sharedram,
+            self.bufferram,
+            self.totalswap,
+            self.freeswap,
+            min(self.procs, _USHRT_MAX),
+            0,
+            0,
+            0,
+            1,
+        )
 
 
 def parse_loadavg(loadavg: bytes) -> tuple[tuple[int, int, int], int]:
@@ -63,8 +75,9 @@ def parse_loadavg(loadavg: bytes) -> tuple[tuple[int, int, int], int]:
     return (loads[0], loads[1], loads[2]), threads
 
 
-def render_sysinfo(meminfo: bytes, uptime: bytes, loadavg: bytes,
-                   avenrun: list[int] | None = None) -> Sysinfo:
+def render_sysinfo(
+    meminfo: bytes, uptime: bytes, loadavg: bytes, avenrun: list[int] | None = None
+) -> Sysinfo:
     """Pure: a sysinfo from the container's rendered files.
 
     ``avenrun`` (the view's kernel-fixed-point averages, when known) gives the loads

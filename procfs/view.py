@@ -82,7 +82,6 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 _session_owner: View | None = None
 
 
-
 class ViewLost(RuntimeError):
     """The FUSE session ended without being asked to (e.g. unmounted from outside)."""
 
@@ -125,8 +124,7 @@ class _Handle:
     done: bool = False  # a read found the end: read(2) readers end a pass so, splice never
 
     def holds_length(self, now: float) -> bool:
-        return (self.shared and not self.done
-                and now - max(self.opened, self.last_read) < GRACE)
+        return self.shared and not self.done and now - max(self.opened, self.last_read) < GRACE
 
 
 T = TypeVar("T")
@@ -212,9 +210,7 @@ class View:
         unknown = [f for f in files if f not in PRODUCERS]
         if unknown:
             raise ValueError(f"no virtual file for {unknown}")
-        ref = (
-            _resolve_spec_path(cgroups_path, self.hierarchies) if cgroups_path else None
-        )
+        ref = _resolve_spec_path(cgroups_path, self.hierarchies) if cgroups_path else None
         container = Container(key, ref)
         top = self._mknode(pyfuse3.ROOT_INODE, key.encode(), container)
         mapping: dict[str, str] = {}
@@ -305,8 +301,9 @@ class View:
                         if not self.remount:
                             raise
                         self.remounts += 1
-                        log.error("procfs view: %s; mounting a new session (#%d)",
-                                  exc, self.remounts)
+                        log.error(
+                            "procfs view: %s; mounting a new session (#%d)", exc, self.remounts
+                        )
                         # at once: every ms here is a ms of failed reads in the containers;
                         # back off only if sessions keep dying right after they start
                         lived = time.monotonic() - self._session_started
@@ -497,8 +494,10 @@ class View:
             if fresh is not None and (
                 len(fresh) == len(node.content)
                 or node.forced
-                or (now - node.reported_at >= SETTLE
-                    and not any(h.holds_length(now) for h in node.holders.values()))
+                or (
+                    now - node.reported_at >= SETTLE
+                    and not any(h.holds_length(now) for h in node.holders.values())
+                )
             ):
                 node.content, node.sized_at, node.forced = fresh, now, False
         node.reported_at = now
@@ -630,8 +629,7 @@ class _Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EACCES)
         # direct_io: read(2) bypasses the page cache and i_size (the reply's length is the
         # end of file); keep_cache off: pages a sendfile reader filled are dropped.
-        return pyfuse3.FileInfo(fh=self._v._open(node, ctx.pid), direct_io=True,
-                                keep_cache=False)
+        return pyfuse3.FileInfo(fh=self._v._open(node, ctx.pid), direct_io=True, keep_cache=False)
 
     @_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:

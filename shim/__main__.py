@@ -1,5 +1,5 @@
 """`python -m shim` is the same program as the `containerd-shim-lxcfs-v2` console script."""
 
-from shim.cli import run
+from shim.entry.cli import run
 
 run()

@@ -24,7 +24,7 @@ SHIM_NAME = "containerd-shim-lxcfs-v2"
 SOCKET_DIR = "/run/containerd/s"
 #: Per-shim state (the FUSE mountpoint lives below it).
 STATE_DIR = "/run/containerd-shim-lxcfs"
-#: Where runc hands over seccomp notify fds (shim/sysinfo_notify.py), in each serving
+#: Where runc hands over seccomp notify fds (shim/task/sysinfo_notify.py), in each serving
 #: process's own dir (`instance_dir`): /run/containerd-shim-lxcfs/<64 hex>/<pid, at most 7
 #: digits>/sysinfo is at most 107 bytes, within AF_UNIX's 108.
 SYSINFO_SOCKET = "sysinfo"
@@ -200,8 +200,7 @@ ZYGOTE_PREFIX = "zygote-"
 
 def zygote_socket() -> str:
     """The fork server for this code *and* this caller's context (see `process_context`)."""
-    return os.path.join(STATE_DIR,
-                        f"{ZYGOTE_PREFIX}{code_fingerprint()}-{process_context()}.sock")
+    return os.path.join(STATE_DIR, f"{ZYGOTE_PREFIX}{code_fingerprint()}-{process_context()}.sock")
 
 
 def quietly(call: object, *args: object) -> None:

@@ -28,10 +28,17 @@ TYPES = (RUNC, LEGACY, RUNTIME)
 
 #: What a decoded options dict may hold, with the zero values (as Go leaves them out).
 DEFAULTS: dict[str, object] = {
-    "binary_name": "", "root": "", "systemd_cgroup": False, "no_pivot_root": False,
-    "no_new_keyring": False, "shim_cgroup": "", "io_uid": 0, "io_gid": 0,
-    "criu_image_path": "", "criu_work_path": "",
-    #: ours: the task API `start` offers (shim/config.py), TOML only
+    "binary_name": "",
+    "root": "",
+    "systemd_cgroup": False,
+    "no_pivot_root": False,
+    "no_new_keyring": False,
+    "shim_cgroup": "",
+    "io_uid": 0,
+    "io_gid": 0,
+    "criu_image_path": "",
+    "criu_work_path": "",
+    #: ours: the task API `start` offers (shim/entry/config.py), TOML only
     "task_api": "",
     #: legacy CreateOptions' restore flags, as `runc restore` arguments
     "restore_flags": (),
@@ -39,24 +46,47 @@ DEFAULTS: dict[str, object] = {
 
 # field number -> (name, kind); kind: str, bool, u32, strs (repeated string)
 _RUNC_FIELDS = {
-    1: ("no_pivot_root", "bool"), 2: ("no_new_keyring", "bool"), 3: ("shim_cgroup", "str"),
-    4: ("io_uid", "u32"), 5: ("io_gid", "u32"), 6: ("binary_name", "str"), 7: ("root", "str"),
-    8: ("criu_path", "str"), 9: ("systemd_cgroup", "bool"), 10: ("criu_image_path", "str"),
-    11: ("criu_work_path", "str"), 12: ("task_api_address", "str"),
+    1: ("no_pivot_root", "bool"),
+    2: ("no_new_keyring", "bool"),
+    3: ("shim_cgroup", "str"),
+    4: ("io_uid", "u32"),
+    5: ("io_gid", "u32"),
+    6: ("binary_name", "str"),
+    7: ("root", "str"),
+    8: ("criu_path", "str"),
+    9: ("systemd_cgroup", "bool"),
+    10: ("criu_image_path", "str"),
+    11: ("criu_work_path", "str"),
+    12: ("task_api_address", "str"),
     13: ("task_api_version", "u32"),
 }
 _LEGACY_FIELDS = {
-    1: ("no_pivot_root", "bool"), 2: ("open_tcp", "bool"), 3: ("external_unix_sockets", "bool"),
-    4: ("terminal", "bool"), 5: ("file_locks", "bool"), 6: ("empty_namespaces", "strs"),
-    7: ("cgroups_mode", "str"), 8: ("no_new_keyring", "bool"), 9: ("shim_cgroup", "str"),
-    10: ("io_uid", "u32"), 11: ("io_gid", "u32"), 12: ("criu_work_path", "str"),
+    1: ("no_pivot_root", "bool"),
+    2: ("open_tcp", "bool"),
+    3: ("external_unix_sockets", "bool"),
+    4: ("terminal", "bool"),
+    5: ("file_locks", "bool"),
+    6: ("empty_namespaces", "strs"),
+    7: ("cgroups_mode", "str"),
+    8: ("no_new_keyring", "bool"),
+    9: ("shim_cgroup", "str"),
+    10: ("io_uid", "u32"),
+    11: ("io_gid", "u32"),
+    12: ("criu_work_path", "str"),
     13: ("criu_image_path", "str"),
 }
-_RUNTIMEOPTIONS_FIELDS = {1: ("type_url", "str"), 2: ("config_path", "str"),
-                          3: ("config_body", "bytes")}
+_RUNTIMEOPTIONS_FIELDS = {
+    1: ("type_url", "str"),
+    2: ("config_path", "str"),
+    3: ("config_body", "bytes"),
+}
 #: legacy CreateOptions fields that only shape `runc restore` (containerd's v1 shim)
-_RESTORE_FLAGS = {"open_tcp": "--tcp-established", "external_unix_sockets": "--ext-unix-sk",
-                  "terminal": "--shell-job", "file_locks": "--file-locks"}
+_RESTORE_FLAGS = {
+    "open_tcp": "--tcp-established",
+    "external_unix_sockets": "--ext-unix-sk",
+    "terminal": "--shell-job",
+    "file_locks": "--file-locks",
+}
 #: runc Options fields containerd itself consumes (a task API address it dials instead of
 #: running `start`): they reach us only as an echo, so they are accepted and not acted on
 _CONTAINERD_ONLY = ("task_api_address", "task_api_version")
@@ -105,8 +135,9 @@ def _message(value: bytes, schema: dict[int, tuple[str, str]], name: str) -> dic
 
 def _from_runc(fields: dict[str, object]) -> dict[str, object]:
     if fields.pop("criu_path", ""):
-        raise OptionsError(f"{RUNC}.criu_path is not supported: runc ignores --criu, "
-                           "put criu on PATH instead")
+        raise OptionsError(
+            f"{RUNC}.criu_path is not supported: runc ignores --criu, put criu on PATH instead"
+        )
     for key in _CONTAINERD_ONLY:
         fields.pop(key, None)
     return fields
@@ -173,16 +204,19 @@ def _from_runtimeoptions(fields: dict[str, object]) -> dict[str, object]:
             continue
         if norm == "criupath":
             if value:
-                raise OptionsError(f"{source}: {key} is not supported: runc ignores --criu, "
-                                   "put criu on PATH instead")
+                raise OptionsError(
+                    f"{source}: {key} is not supported: runc ignores --criu, "
+                    "put criu on PATH instead"
+                )
             continue
         name = _TOML_KEYS.get(norm)
         if name is None:
             raise OptionsError(f"{source}: unknown option {key!r}")
         default = DEFAULTS[name]
         if type(value) is not type(default):
-            raise OptionsError(f"{source}: {key} must be a {type(default).__name__}, "
-                               f"not {type(value).__name__}")
+            raise OptionsError(
+                f"{source}: {key} must be a {type(default).__name__}, not {type(value).__name__}"
+            )
         if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 1 << 32:
             raise OptionsError(f"{source}: {key} = {value} is out of range")
         out[name] = value
@@ -213,5 +247,7 @@ def decode_any(type_url: str, value: bytes) -> dict[str, object]:
         return _from_legacy(_message(value, _LEGACY_FIELDS, LEGACY))
     if name == RUNTIME:
         return _from_runtimeoptions(_message(value, _RUNTIMEOPTIONS_FIELDS, RUNTIME))
-    raise OptionsError(f"runtime options of type {type_url!r} are not supported "
-                       f"(expected one of {', '.join(TYPES)})")
+    raise OptionsError(
+        f"runtime options of type {type_url!r} are not supported "
+        f"(expected one of {', '.join(TYPES)})"
+    )

@@ -46,8 +46,9 @@ def memory_limit(d: Path) -> int | None:
 
 def in_cgroup(pid: int | str, group: str, controller: str) -> bool:
     """Whether pid's `controller` cgroup is exactly `group` (path from the hierarchy root)."""
-    return cgroup_dir(pid, controller) == (ROOT / group.lstrip("/")
-                                            if unified() else ROOT / controller / group.lstrip("/"))
+    return cgroup_dir(pid, controller) == (
+        ROOT / group.lstrip("/") if unified() else ROOT / controller / group.lstrip("/")
+    )
 
 
 def has_pids(d: Path) -> bool:

@@ -82,8 +82,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         spec = getattr(item, "callspec", None)
         release = spec.params.get("containerd") if spec else None
-        if release is not None and release is not newest and item.get_closest_marker(
-                "one_containerd"):
+        if (
+            release is not None
+            and release is not newest
+            and item.get_closest_marker("one_containerd")
+        ):
             drop.append(item)
         else:
             keep.append(item)
@@ -111,8 +114,11 @@ def containerd_release(request) -> harness.ContainerdRelease:
     release: harness.ContainerdRelease = request.param
     missing = release.missing()
     if missing:
-        pytest.fail(f"containerd {release.version} is not installed (missing {missing}); "
-                    f"it is {release.how}", pytrace=False)
+        pytest.fail(
+            f"containerd {release.version} is not installed (missing {missing}); "
+            f"it is {release.how}",
+            pytrace=False,
+        )
     return release
 
 
@@ -122,8 +128,11 @@ def containerd(request):
     release: harness.ContainerdRelease = request.param
     missing = release.missing()
     if missing:
-        pytest.fail(f"containerd {release.version} is not installed (missing {missing}); "
-                    f"it is {release.how}", pytrace=False)
+        pytest.fail(
+            f"containerd {release.version} is not installed (missing {missing}); "
+            f"it is {release.how}",
+            pytrace=False,
+        )
     try:
         c = PrivateContainerd(containerd=release.containerd, ctr=release.ctr).start()
     except HarnessError as e:

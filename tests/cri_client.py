@@ -60,22 +60,32 @@ class CriClient:
         return self.call(self.runtime.version(cri.VersionRequest(version="v1")))
 
     def run_pod_sandbox(self, config: cri.PodSandboxConfig, handler: str) -> str:
-        r = self.call(self.runtime.run_pod_sandbox(
-            cri.RunPodSandboxRequest(config=config, runtime_handler=handler)))
+        r = self.call(
+            self.runtime.run_pod_sandbox(
+                cri.RunPodSandboxRequest(config=config, runtime_handler=handler)
+            )
+        )
         return r.pod_sandbox_id
 
-    def create_container(self, sandbox_id: str, config: cri.ContainerConfig,
-                         sandbox_config: cri.PodSandboxConfig) -> str:
-        r = self.call(self.runtime.create_container(cri.CreateContainerRequest(
-            pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config)))
+    def create_container(
+        self, sandbox_id: str, config: cri.ContainerConfig, sandbox_config: cri.PodSandboxConfig
+    ) -> str:
+        r = self.call(
+            self.runtime.create_container(
+                cri.CreateContainerRequest(
+                    pod_sandbox_id=sandbox_id, config=config, sandbox_config=sandbox_config
+                )
+            )
+        )
         return r.container_id
 
     def start_container(self, cid: str) -> None:
         self.call(self.runtime.start_container(cri.StartContainerRequest(container_id=cid)))
 
     def exec_sync(self, cid: str, cmd: list[str], timeout: int = 30) -> cri.ExecSyncResponse:
-        return self.call(self.runtime.exec_sync(
-            cri.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=timeout)))
+        return self.call(
+            self.runtime.exec_sync(cri.ExecSyncRequest(container_id=cid, cmd=cmd, timeout=timeout))
+        )
 
     def container_stats(self, cid: str) -> cri.ContainerStats:
         r = self.call(self.runtime.container_stats(cri.ContainerStatsRequest(container_id=cid)))
@@ -86,19 +96,22 @@ class CriClient:
         return r.status
 
     def stop_container(self, cid: str, timeout: int = 10) -> None:
-        self.call(self.runtime.stop_container(
-            cri.StopContainerRequest(container_id=cid, timeout=timeout)))
+        self.call(
+            self.runtime.stop_container(cri.StopContainerRequest(container_id=cid, timeout=timeout))
+        )
 
     def remove_container(self, cid: str) -> None:
         self.call(self.runtime.remove_container(cri.RemoveContainerRequest(container_id=cid)))
 
     def stop_pod_sandbox(self, sandbox_id: str) -> None:
-        self.call(self.runtime.stop_pod_sandbox(
-            cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id)))
+        self.call(
+            self.runtime.stop_pod_sandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
+        )
 
     def remove_pod_sandbox(self, sandbox_id: str) -> None:
-        self.call(self.runtime.remove_pod_sandbox(
-            cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id)))
+        self.call(
+            self.runtime.remove_pod_sandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+        )
 
     def list_pod_sandboxes(self) -> list[cri.PodSandbox]:
         return self.call(self.runtime.list_pod_sandbox(cri.ListPodSandboxRequest())).items
@@ -107,6 +120,7 @@ class CriClient:
         return self.call(self.runtime.list_containers(cri.ListContainersRequest())).containers
 
     def image_status(self, image: str) -> cri.Image | None:
-        r = self.call(self.images.image_status(
-            cri.ImageStatusRequest(image=cri.ImageSpec(image=image))))
+        r = self.call(
+            self.images.image_status(cri.ImageStatusRequest(image=cri.ImageSpec(image=image)))
+        )
         return r.image if r.image.id else None

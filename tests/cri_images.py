@@ -28,8 +28,14 @@ MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
-           "s390x": "s390x", "riscv64": "riscv64"}
+_GOARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
 
 
 def goarch() -> str:
@@ -107,58 +113,91 @@ class ImageBlobs:
         return {self.config_digest: self.config, self.layer_digest: self.layer}
 
 
-def image_blobs(rootfs: str | os.PathLike | None = None, *, layer: bytes | None = None,
-                entrypoint: Sequence[str] = (), cmd: Sequence[str] = (),
-                env: Sequence[str] = (DEFAULT_PATH,), user: str = "") -> ImageBlobs:
+def image_blobs(
+    rootfs: str | os.PathLike | None = None,
+    *,
+    layer: bytes | None = None,
+    entrypoint: Sequence[str] = (),
+    cmd: Sequence[str] = (),
+    env: Sequence[str] = (DEFAULT_PATH,),
+    user: str = "",
+) -> ImageBlobs:
     """Layer (of `rootfs`, or a prebuilt `layer`), config and manifest of one image."""
     if layer is None:
         assert rootfs is not None
         layer = layer_tar(Path(rootfs))
     layer_digest = _digest(layer)
-    config = _json({
-        "architecture": goarch(),
-        "os": "linux",
-        "config": {"Entrypoint": list(entrypoint) or None, "Cmd": list(cmd) or None,
-                   "Env": list(env), "WorkingDir": "/", **({"User": user} if user else {})},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-        "history": [{"created_by": "tests/cri_images.py", "created": "1970-01-01T00:00:00Z"}],
-        "created": "1970-01-01T00:00:00Z",
-    })
+    config = _json(
+        {
+            "architecture": goarch(),
+            "os": "linux",
+            "config": {
+                "Entrypoint": list(entrypoint) or None,
+                "Cmd": list(cmd) or None,
+                "Env": list(env),
+                "WorkingDir": "/",
+                **({"User": user} if user else {}),
+            },
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            "history": [{"created_by": "tests/cri_images.py", "created": "1970-01-01T00:00:00Z"}],
+            "created": "1970-01-01T00:00:00Z",
+        }
+    )
     config_digest = _digest(config)
-    manifest = _json({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_MANIFEST,
-        "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config)},
-        "layers": [{"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": len(layer)}],
-    })
-    return ImageBlobs(manifest, _digest(manifest), config, config_digest, layer,
-                      layer_digest)
+    manifest = _json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config)},
+            "layers": [{"mediaType": MEDIA_LAYER, "digest": layer_digest, "size": len(layer)}],
+        }
+    )
+    return ImageBlobs(manifest, _digest(manifest), config, config_digest, layer, layer_digest)
 
 
-def build_image(rootfs: str | os.PathLike, name: str, dest: str | os.PathLike, *,
-                entrypoint: Sequence[str] = (), cmd: Sequence[str] = (),
-                env: Sequence[str] = (DEFAULT_PATH,)) -> ImageInfo:
+def build_image(
+    rootfs: str | os.PathLike,
+    name: str,
+    dest: str | os.PathLike,
+    *,
+    entrypoint: Sequence[str] = (),
+    cmd: Sequence[str] = (),
+    env: Sequence[str] = (DEFAULT_PATH,),
+) -> ImageInfo:
     """Write an OCI image archive of `rootfs` to `dest`, to be imported as `name`."""
     image = image_blobs(rootfs, entrypoint=entrypoint, cmd=cmd, env=env)
     manifest, manifest_digest = image.manifest, image.manifest_digest
     layer, layer_digest = image.layer, image.layer_digest
     config, config_digest = image.config, image.config_digest
-    index = _json({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_INDEX,
-        "manifests": [{
-            "mediaType": MEDIA_MANIFEST, "digest": manifest_digest, "size": len(manifest),
-            "platform": {"architecture": goarch(), "os": "linux"},
-            "annotations": {"io.containerd.image.name": name,
-                            "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]},
-        }],
-    })
+    index = _json(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_INDEX,
+            "manifests": [
+                {
+                    "mediaType": MEDIA_MANIFEST,
+                    "digest": manifest_digest,
+                    "size": len(manifest),
+                    "platform": {"architecture": goarch(), "os": "linux"},
+                    "annotations": {
+                        "io.containerd.image.name": name,
+                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1],
+                    },
+                }
+            ],
+        }
+    )
     files = {
         "oci-layout": _json({"imageLayoutVersion": "1.0.0"}),
         "index.json": index,
-        **{f"blobs/sha256/{d.split(':', 1)[1]}": data
-           for d, data in ((layer_digest, layer), (config_digest, config),
-                           (manifest_digest, manifest))},
+        **{
+            f"blobs/sha256/{d.split(':', 1)[1]}": data
+            for d, data in (
+                (layer_digest, layer),
+                (config_digest, config),
+                (manifest_digest, manifest),
+            )
+        },
     }
     out = Path(dest)
     with tarfile.open(out, mode="w", format=tarfile.PAX_FORMAT) as tar:

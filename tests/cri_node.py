@@ -17,7 +17,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cri_images import build_image
-from harness import NEWEST, ContainerdRelease, PrivateContainerd, build_busybox_rootfs
+from harness import (
+    NEWEST,
+    ContainerdRelease,
+    HarnessError,
+    PrivateContainerd,
+    build_busybox_rootfs,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PAUSE_IMAGE = "registry.invalid/lxcfs-test/pause:1"
@@ -56,6 +62,7 @@ CRI_CONFIG_V3 = """
     default_runtime_name = "runc"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+{runtimes}
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["{cni}/bin"]
     conf_dir = "{cni}/net.d"
@@ -68,38 +75,78 @@ CRI_CONFIG_V3 = """
 class CriContainerd(PrivateContainerd):
     """PrivateContainerd with CRI on, plus install.sh's drop-in imported from conf.d.
 
-    `release`: the containerd of the matrix to run (default: the newest). `registry_dir`:
-    containerd's `hosts.toml` directory (certs.d layout) for image pulls, e.g. a loopback
-    registry; empty by default (no registry reachable).
+    The one CRI containerd of the tests (test_cri, crictl, critest, the bootstrap CRI test and
+    the Kubernetes node). `release`: the containerd of the matrix to run (default: the newest).
+    `registry_dir`: containerd's `hosts.toml` directory (certs.d layout) for image pulls, e.g. a
+    loopback registry; empty by default (no registry reachable). `runtimes`: TOML lines of
+    handlers of the test's own, put in the runtime section (containerd 2.x); with
+    `install=False`, install.sh's drop-in is neither written nor imported.
     """
 
-    def __init__(self, release: ContainerdRelease = NEWEST) -> None:
-        super().__init__(namespace="k8s.io", cri=True, start_timeout=60.0,
-                         containerd=release.containerd, ctr=release.ctr)
+    def __init__(
+        self,
+        release: ContainerdRelease = NEWEST,
+        *,
+        start_timeout: float = 60.0,
+        runtimes: str = "",
+        install: bool = True,
+    ) -> None:
+        super().__init__(
+            namespace="k8s.io",
+            cri=True,
+            start_timeout=start_timeout,
+            containerd=release.containerd,
+            ctr=release.ctr,
+        )
         self.release = release
         self.registry_dir = self.tmpdir / "certs.d"
+        self.runtimes = runtimes
+        self.install = install
         self.install_output = ""
 
     def config_text(self) -> str:
-        # top-level `imports` next to `version`, the CRI tables at the end
         text = super().config_text()
-        version_line = text[text.index("\nversion = ") + 1:].split("\n", 1)[0] + "\n"
-        imports = f'{version_line}imports = ["{self.tmpdir}/conf.d/*.toml"]\n'
-        text = text.replace(version_line, imports, 1)
+        if self.major >= 2:
+            # NRI's socket is node-global (/var/run/nri/nri.sock): other containerds use it
+            text = text.replace(
+                "disabled_plugins = []", 'disabled_plugins = ["io.containerd.nri.v1.nri"]', 1
+            )
+        if self.install:
+            # top-level `imports` next to `version`, the CRI tables at the end
+            version_line = text[text.index("\nversion = ") + 1 :].split("\n", 1)[0] + "\n"
+            imports = f'{version_line}imports = ["{self.tmpdir}/conf.d/*.toml"]\n'
+            text = text.replace(version_line, imports, 1)
         cri = CRI_CONFIG_V3 if self.major >= 2 else CRI_CONFIG_V2
-        return text + cri.format(pause=PAUSE_IMAGE, cni=self.tmpdir / "cni",
-                                 registry=self.registry_dir)
+        return text + cri.format(
+            pause=PAUSE_IMAGE,
+            cni=self.tmpdir / "cni",
+            registry=self.registry_dir,
+            runtimes=self.runtimes,
+        )
 
     def start(self) -> CriContainerd:
         for d in ("conf.d", "cni/bin", "cni/net.d", "certs.d"):
             (self.tmpdir / d).mkdir(parents=True, exist_ok=True)
+        if not self.install:
+            super().start()
+            return self
         self.config_path.write_text(self.config_text())
         r = subprocess.run(
             ["bash", str(REPO / "install.sh"), "--containerd-config-only"],
-            env={**self.env, "CONTAINERD_CONFIG_DIR": str(self.tmpdir),
-                 "CONTAINERD": self.containerd_bin},
-            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-        assert r.returncode == 0, f"install.sh failed:\n{r.stdout}\n{r.stderr}"
+            env={
+                **self.env,
+                "CONTAINERD_CONFIG_DIR": str(self.tmpdir),
+                "CONTAINERD": self.containerd_bin,
+            },
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+        )
+        if r.returncode != 0:
+            raise HarnessError(
+                f"install.sh --containerd-config-only failed:\n{r.stdout}\n{r.stderr}"
+            )
         self.install_output = r.stdout
         # PrivateContainerd.start() writes config_text() again: keep install.sh's result
         written = self.config_path.read_text()
@@ -107,8 +154,13 @@ class CriContainerd(PrivateContainerd):
         super().start()
         return self
 
-    def import_images(self, images: Iterable[tuple[str, list[str]]] = (
-            (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]), (BUSYBOX_IMAGE, ["/bin/sh"]))) -> None:
+    def import_images(
+        self,
+        images: Iterable[tuple[str, list[str]]] = (
+            (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
+            (BUSYBOX_IMAGE, ["/bin/sh"]),
+        ),
+    ) -> None:
         """Build `(name, cmd)` images from the host's busybox and `ctr images import` them."""
         with tempfile.TemporaryDirectory(prefix="cri-img-", dir="/tmp") as tmp:
             rootfs = build_busybox_rootfs(Path(tmp) / "rootfs")

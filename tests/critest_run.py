@@ -47,20 +47,27 @@ SUBNET = f"10.233.{os.getpid() % 250}.0/24"
 
 #: regex -> why it is skipped (for both handlers; the README lists them)
 SKIPS: dict[str, str] = {
-    r"public image with digest": "pulls test-image-digest@sha256:9700f9…, a digest only the "
-                                 "real gcr.io image has (no internet; ours cannot match it)",
-    r"Networking|port ?forward|hostport|DNS|[Ww]eb ?server|should support network":
-        "nginx web-server image and host ports/DNS: no image to build, no iptables here",
-    r"support HostPID|support PodPID|support ContainerPID":
-        "need e2e-test-images/nginx (its master process and /var/run/nginx.pid)",
+    r"public image with digest": (
+        "pulls test-image-digest@sha256:9700f9…, a digest only the "
+        "real gcr.io image has (no internet; ours cannot match it)"
+    ),
+    r"Networking|port ?forward|hostport|DNS|[Ww]eb ?server|should support network": (
+        "nginx web-server image and host ports/DNS: no image to build, no iptables here"
+    ),
+    r"support HostPID|support PodPID|support ContainerPID": (
+        "need e2e-test-images/nginx (its master process and /var/run/nginx.pid)"
+    ),
     r"support HostIpc": "`ipcs -m` in the container: Debian's busybox-static has no ipcs",
     r"Multiple Containers": "the pod's second container is the nginx web server",
     r"NoNewPrivs": "needs e2e-test-images/nonewprivs (a setuid binary that prints its euid)",
-    r"support MaskedPaths": "Debian's busybox sh runs `ls` in-process (standalone shell), so "
-                            "the masked /bin/ls is never executed",
-    r"AppArmor|SELinux|seccomp.*localhost|NRI":
+    r"support MaskedPaths": (
+        "Debian's busybox sh runs `ls` in-process (standalone shell), so "
+        "the masked /bin/ls is never executed"
+    ),
+    r"AppArmor|SELinux|seccomp.*localhost|NRI": (
         "host features not configured here (AppArmor/SELinux off, no seccomp profiles dir, "
-        "no NRI socket)",
+        "no NRI socket)"
+    ),
     r"[Ii]mage [Vv]olume": "image volumes: need a second real image with a known layout",
 }
 
@@ -75,8 +82,10 @@ class Result:
     report: str = ""
 
     def summary(self) -> str:
-        return (f"critest handler={self.handler}: {len(self.passed)} passed, "
-                f"{len(self.failed)} failed, {len(self.skipped)} skipped in {self.seconds:.0f}s")
+        return (
+            f"critest handler={self.handler}: {len(self.passed)} passed, "
+            f"{len(self.failed)} failed, {len(self.skipped)} skipped in {self.seconds:.0f}s"
+        )
 
 
 def registry_images(rootfs: Path) -> Registry:
@@ -86,15 +95,20 @@ def registry_images(rootfs: Path) -> Registry:
 
     def img(name: str, user: str = "") -> ImageBlobs:
         # the name in the config: each repository is its own image (own id), as on gcr.io
-        env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               f"CRITEST_IMAGE={name}"]
+        env = [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            f"CRITEST_IMAGE={name}",
+        ]
         return image_blobs(layer=layer, cmd=cmd, user=user, env=env)
 
     p = "k8s-staging-cri-tools/"
-    users = {"test-image-user-uid": "1002", "test-image-user-username": "www-data",
-             "test-image-user-uid-group": "1003:1003",
-             "test-image-user-username-group": "www-data:www-data",
-             "test-image-predefined-group": "1000"}
+    users = {
+        "test-image-user-uid": "1002",
+        "test-image-user-username": "www-data",
+        "test-image-user-uid-group": "1003:1003",
+        "test-image-user-username-group": "www-data:www-data",
+        "test-image-predefined-group": "1000",
+    }
     images = {p + name: {"*": img(p + name, user)} for name, user in users.items()}
     # registry.k8s.io/pause:3.9 and k8s.gcr.io/pause:3.9 are one image (the same repository
     # path, so the same default) in "same image from different registries"
@@ -106,10 +120,12 @@ def prepare_rootfs(dest: Path) -> Path:
     # users/groups of cri-tools' images/image-user and image-predefined-group
     (root / "etc" / "passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33:www-data:/tmp:/bin/sh\n"
-        "user:x:1000:1000:user:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")
+        "user:x:1000:1000:user:/tmp:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
+    )
     (root / "etc" / "group").write_text(
         "root:x:0:\nwww-data:x:33:\nuser:x:1000:\ngroup-defined-in-image:x:50000:user\n"
-        "nogroup:x:65534:\n")
+        "nogroup:x:65534:\n"
+    )
     # critest's checkSleepCmd runs `pgrep sleep`, and Debian's busybox-static has no pgrep:
     # busybox's pidof answers the same for a plain process name
     pgrep = root / "bin" / "pgrep"
@@ -123,12 +139,25 @@ def prepare_rootfs(dest: Path) -> Path:
 
 
 def write_cni(node: CriContainerd) -> None:
-    conf = {"cniVersion": "1.0.0", "name": "lxcfs-critest", "plugins": [
-        {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
-         "ipam": {"type": "host-local", "dataDir": str(node.tmpdir / "ipam"),
-                  "ranges": [[{"subnet": SUBNET}]],
-                  "routes": [{"dst": "0.0.0.0/0"}]}},
-        {"type": "loopback"}]}
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "lxcfs-critest",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(node.tmpdir / "ipam"),
+                    "ranges": [[{"subnet": SUBNET}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            },
+            {"type": "loopback"},
+        ],
+    }
     (node.tmpdir / "cni" / "net.d" / "10-critest.conflist").write_text(json.dumps(conf))
     bin_dir = node.tmpdir / "cni" / "bin"
     for plugin in ("bridge", "host-local", "loopback"):
@@ -154,15 +183,23 @@ def parse_junit(path: Path, handler: str) -> Result:
     return res
 
 
-def run(handler: str, focus: str = "", timeout: float = 3600, report_dir: Path | None = None,
+def run(
+    handler: str,
+    focus: str = "",
+    timeout: float = 3600,
+    report_dir: Path | None = None,
 ) -> Result:
     missing = NEWEST.missing() + ([str(CRITEST)] if not os.access(CRITEST, os.X_OK) else [])
     if missing:
-        raise RuntimeError(f"not installed: {missing}: install.sh --test builds them "
-                           "(tests/peer_builds.py, needs Go)")
+        raise RuntimeError(
+            f"not installed: {missing}: install.sh --test builds them "
+            "(tests/peer_builds.py, needs Go)"
+        )
     if not os.access(f"{CNI_BIN}/bridge", os.X_OK):
-        raise RuntimeError(f"{CNI_BIN}/bridge missing: apt-get install containernetworking-plugins"
-                           " (install.sh --test does)")
+        raise RuntimeError(
+            f"{CNI_BIN}/bridge missing: apt-get install containernetworking-plugins"
+            " (install.sh --test does)"
+        )
     node = CriContainerd(NEWEST)
     t0 = time.monotonic()
     try:
@@ -182,17 +219,27 @@ def run(handler: str, focus: str = "", timeout: float = 3600, report_dir: Path |
                 out = report_dir or Path(tmp) / "report"
                 out.mkdir(parents=True, exist_ok=True)
                 endpoint = f"unix://{node.address}"
-                cmd = [str(CRITEST), f"-runtime-endpoint={endpoint}",
-                       f"-image-endpoint={endpoint}", f"-runtime-handler={handler}",
-                       f"-ginkgo.junit-report={out}/junit-{handler}.xml",
-                       "-ginkgo.no-color",
-                       "-ginkgo.timeout=2h",
-                       *(f"-ginkgo.skip={rx}" for rx in SKIPS),
-                       *([f"-ginkgo.focus={focus}"] if focus else [])]
+                cmd = [
+                    str(CRITEST),
+                    f"-runtime-endpoint={endpoint}",
+                    f"-image-endpoint={endpoint}",
+                    f"-runtime-handler={handler}",
+                    f"-ginkgo.junit-report={out}/junit-{handler}.xml",
+                    "-ginkgo.no-color",
+                    "-ginkgo.timeout=2h",
+                    *(f"-ginkgo.skip={rx}" for rx in SKIPS),
+                    *([f"-ginkgo.focus={focus}"] if focus else []),
+                ]
                 with open(out / f"critest-{handler}.log", "wb") as log:
-                    subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
-                                   stdin=subprocess.DEVNULL, cwd=out,
-                                   env={**node.env, "HOME": str(node.tmpdir)})
+                    subprocess.run(
+                        cmd,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        timeout=timeout,
+                        stdin=subprocess.DEVNULL,
+                        cwd=out,
+                        env={**node.env, "HOME": str(node.tmpdir)},
+                    )
                 junit = next(out.glob("junit*.xml"), None)
                 if junit is None:
                     tail = (out / f"critest-{handler}.log").read_text(errors="replace")[-3000:]
@@ -206,21 +253,26 @@ def run(handler: str, focus: str = "", timeout: float = 3600, report_dir: Path |
         node.stop()
         node.kill_leftover_shims()
         node.remove_tmpdir()
-        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, timeout=30,
-                       check=False)
+        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, timeout=30, check=False)
     res.seconds = time.monotonic() - t0
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--handler", action="append", default=[],
-                    help="runtime handler (repeatable; default: runc and lxcfs)")
+    ap.add_argument(
+        "--handler",
+        action="append",
+        default=[],
+        help="runtime handler (repeatable; default: runc and lxcfs)",
+    )
     ap.add_argument("--focus", default="", help="ginkgo focus regex (default: all cases)")
     ap.add_argument("--report-dir", type=Path, help="keep JUnit reports and logs here")
     args = ap.parse_args(argv)
-    results = [run(h, args.focus, report_dir=args.report_dir and args.report_dir / h)
-               for h in (args.handler or ["runc", "lxcfs"])]
+    results = [
+        run(h, args.focus, report_dir=args.report_dir and args.report_dir / h)
+        for h in (args.handler or ["runc", "lxcfs"])
+    ]
     for res in results:
         print(res.summary())
         for name, why in sorted(res.failed.items()):

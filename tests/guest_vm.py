@@ -31,9 +31,11 @@ HERE = Path(__file__).resolve().parent
 SRC = HERE.parent
 BUILD_SCRIPT = HERE / "guest" / "build_image.sh"
 QEMU = "qemu-system-x86_64"
-KERNEL_ARGS = ("console=ttyS0 root=/dev/vda rw init=/sbin/guest-init panic=-1 quiet loglevel=4 "
-               # cgroup v2 only: no v1 hierarchy may hold a controller
-               "systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all")
+KERNEL_ARGS = (
+    "console=ttyS0 root=/dev/vda rw init=/sbin/guest-init panic=-1 quiet loglevel=4 "
+    # cgroup v2 only: no v1 hierarchy may hold a controller
+    "systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all"
+)
 
 
 #: TCG's CPU model (GUEST_QEMU_CPU overrides it)
@@ -46,8 +48,9 @@ class GuestError(RuntimeError):
 
 def build_image(timeout: float = 3600) -> Path:
     """The cache directory of the guest image, building it first if the recipe changed."""
-    r = subprocess.run(["bash", str(BUILD_SCRIPT)], capture_output=True, text=True,
-                       timeout=timeout, check=False)
+    r = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=timeout, check=False
+    )
     if r.returncode != 0:
         raise GuestError(f"{BUILD_SCRIPT} failed ({r.returncode}):\n{r.stderr[-4000:]}")
     return Path(r.stdout.strip().splitlines()[-1])
@@ -64,10 +67,28 @@ def kvm_runs(image: Path, timeout: float = 10.0) -> bool:
     with tempfile.TemporaryDirectory(prefix="kvmprobe-") as d:
         log = Path(d) / "console"
         p = subprocess.Popen(
-            [QEMU, "-accel", "kvm", "-m", "256", "-display", "none", "-monitor", "none",
-             "-nodefaults", "-no-reboot", "-serial", f"file:{log}",
-             "-kernel", str(image / "vmlinuz"), "-append", "console=ttyS0 panic=-1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                QEMU,
+                "-accel",
+                "kvm",
+                "-m",
+                "256",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+                "-nodefaults",
+                "-no-reboot",
+                "-serial",
+                f"file:{log}",
+                "-kernel",
+                str(image / "vmlinuz"),
+                "-append",
+                "console=ttyS0 panic=-1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and p.poll() is None:
@@ -137,8 +158,17 @@ def _checkout_tar(src: Path, job: str, dest: Path) -> None:
         tar.addfile(info, io.BytesIO(data))
 
 
-def boot(image: Path, job: str, out: Path, *, accel: str = "tcg", memory_mb: int = 3072,
-         cpus: int = 2, timeout: float = 1200.0, src: Path = SRC) -> GuestRun:
+def boot(
+    image: Path,
+    job: str,
+    out: Path,
+    *,
+    accel: str = "tcg",
+    memory_mb: int = 3072,
+    cpus: int = 2,
+    timeout: float = 1200.0,
+    src: Path = SRC,
+) -> GuestRun:
     """Boot the guest once: it unpacks `src`, sources `job` (bash, cwd = the copy), writes its
     /mnt/out back and powers off. `out` receives those files and console.log."""
     if not shutil.which(QEMU):
@@ -151,19 +181,42 @@ def boot(image: Path, job: str, out: Path, *, accel: str = "tcg", memory_mb: int
         with open(out_img, "wb") as f:
             f.truncate(256 * 1024 * 1024)
         accel_opt = "kvm" if accel == "kvm" else "tcg,thread=multi"
-        cmd = [QEMU, "-accel", accel_opt, "-cpu", "host" if accel == "kvm" else TCG_CPU,
-               "-smp", str(cpus), "-m", str(memory_mb),
-               "-display", "none", "-monitor", "none", "-nodefaults", "-no-reboot",
-               "-serial", f"file:{console}",
-               "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
-               "-append", KERNEL_ARGS,
-               "-drive", f"file={image / 'root.img'},if=virtio,format=raw,snapshot=on",
-               "-drive", f"file={src_tar},if=virtio,format=raw,readonly=on",
-               "-drive", f"file={out_img},if=virtio,format=raw"]
+        cmd = [
+            QEMU,
+            "-accel",
+            accel_opt,
+            "-cpu",
+            "host" if accel == "kvm" else TCG_CPU,
+            "-smp",
+            str(cpus),
+            "-m",
+            str(memory_mb),
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+            "-serial",
+            f"file:{console}",
+            "-kernel",
+            str(image / "vmlinuz"),
+            "-initrd",
+            str(image / "initrd.img"),
+            "-append",
+            KERNEL_ARGS,
+            "-drive",
+            f"file={image / 'root.img'},if=virtio,format=raw,snapshot=on",
+            "-drive",
+            f"file={src_tar},if=virtio,format=raw,readonly=on",
+            "-drive",
+            f"file={out_img},if=virtio,format=raw",
+        ]
         t0 = time.monotonic()
         with open(out / "qemu.err", "wb") as err:
-            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=err)
+            p = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
             try:
                 rc = p.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -174,11 +227,19 @@ def boot(image: Path, job: str, out: Path, *, accel: str = "tcg", memory_mb: int
         # the guest's tar ends with zero blocks; an untouched (all-zero) disk is an empty archive
         with contextlib.suppress(tarfile.TarError), tarfile.open(out_img) as tar:
             # plain files and dirs inside `out` only (Debian's 3.11.2 has no extraction filters)
-            tar.extractall(out, members=[
-                m for m in tar.getmembers()
-                if (m.isfile() or m.isdir()) and not m.name.startswith("/")
-                and ".." not in Path(m.name).parts])
+            tar.extractall(
+                out,
+                members=[
+                    m
+                    for m in tar.getmembers()
+                    if (m.isfile() or m.isdir())
+                    and not m.name.startswith("/")
+                    and ".." not in Path(m.name).parts
+                ],
+            )
     text = console.read_text(errors="replace") if console.exists() else ""
-    marks = {m.group(1): float(m.group(2))
-             for m in re.finditer(r"^GUEST: (.*?) \(uptime ([\d.]+)\)\s*$", text, re.M)}
+    marks = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^GUEST: (.*?) \(uptime ([\d.]+)\)\s*$", text, re.M)
+    }
     return GuestRun(out, text, accel, wall, rc, marks)

@@ -188,8 +188,9 @@ def build_busybox_rootfs(dest: str | os.PathLike, busybox: str = "/bin/busybox")
         timeout=60,
     )
     # root, and one unprivileged user as most images have (tests that drop privileges)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                         "user:x:1000:1000:user:/tmp:/bin/sh\n")
+    (root / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\n"
+    )
     (root / "etc" / "group").write_text("root:x:0:\nuser:x:1000:\n")
     (root / "etc" / "hostname").write_text("busybox\n")
     if not (root / "bin" / "sh").exists():
@@ -221,15 +222,20 @@ class ContainerdRelease:
         return str(self.bin_dir / "ctr")
 
     def missing(self) -> list[str]:
-        return [str(self.bin_dir / b) for b in ("containerd", "ctr", "containerd-shim-runc-v2")
-                if not os.access(self.bin_dir / b, os.X_OK)]
+        return [
+            str(self.bin_dir / b)
+            for b in ("containerd", "ctr", "containerd-shim-runc-v2")
+            if not os.access(self.bin_dir / b, os.X_OK)
+        ]
 
 
 def _peer_release(peer: peers.Peer) -> ContainerdRelease:
     return ContainerdRelease(
-        peer.version.lstrip("v"), peer.bin_dir,
+        peer.version.lstrip("v"),
+        peer.bin_dir,
         f"built from {peer.module}@{peer.version} by `install.sh --test` (tests/peer_builds.py; "
-        "needs Go and the Go module proxy)")
+        "needs Go and the Go module proxy)",
+    )
 
 
 #: Debian 12's containerd (apt, /usr/bin), the newest 1.7 and 2.x (tests/peer_builds.py).
@@ -257,8 +263,9 @@ def selected_releases() -> list[ContainerdRelease]:
 
 def binary_version(binary: str) -> tuple[int, int, int]:
     """(major, minor, patch) from `<binary> --version` (containerd and ctr print it alike)."""
-    r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30,
-                       stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
     m = re.search(r"\bv?(\d+)\.(\d+)\.(\d+)", r.stdout)
     if r.returncode != 0 or not m:
         raise HarnessError(f"{binary} --version: exit {r.returncode}: {r.stdout}{r.stderr}")
@@ -269,7 +276,8 @@ def binary_version(binary: str) -> tuple[int, int, int]:
 #: about the host, not the command, so ctr() drops them (tests compare stderr exactly).
 CTR_HOST_WARNINGS = re.compile(
     rb"^.*(cgroup v1 (support )?is deprecated|support for cgroup v1 is deprecated).*(\r?\n)?",
-    re.MULTILINE | re.IGNORECASE)
+    re.MULTILINE | re.IGNORECASE,
+)
 
 
 def drop_host_warnings(stderr: str | bytes) -> str | bytes:
@@ -308,8 +316,11 @@ disabled_plugins = [{disabled}]
 #: plugin split into io.containerd.cri.v1.{runtime,images} plus the streaming grpc.v1.cri.
 CONFIG_TEMPLATE_V3 = CONFIG_TEMPLATE.replace("version = 2", "version = 3", 1)
 CRI_PLUGINS_V2 = ('"io.containerd.grpc.v1.cri"',)
-CRI_PLUGINS_V3 = ('"io.containerd.grpc.v1.cri"', '"io.containerd.cri.v1.runtime"',
-                  '"io.containerd.cri.v1.images"')
+CRI_PLUGINS_V3 = (
+    '"io.containerd.grpc.v1.cri"',
+    '"io.containerd.cri.v1.runtime"',
+    '"io.containerd.cri.v1.images"',
+)
 
 
 class PrivateContainerd:

@@ -38,21 +38,26 @@ import time
 import urllib.request
 from pathlib import Path
 
-from harness import HarnessError, PrivateContainerd, mount_points, process_cmdlines, wait_until
+import peer_builds as peers
+from cri_node import CriContainerd
+from harness import NEWEST, HarnessError, mount_points, process_cmdlines, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
-PEERS = Path(os.environ.get("LXCFS_PEER_CACHE", "/var/cache/containerd-shim-lxcfs")) / "peers"
-CONTAINERD_DIR = PEERS / "containerd-v2.4.2" / "bin"
-CRICTL = PEERS / "cri-tools-v1.37.0" / "bin" / "crictl"
+PEERS = peers.PEER_DIR
+CONTAINERD_DIR = peers.CONTAINERD_2.bin_dir
+CRICTL = peers.CRI_TOOLS.path("crictl")
 #: The node's name is also its Hostname address, which the API server dials for logs/exec:
 #: the kubelet refuses a loopback --node-ip, and "localhost" resolves to 127.0.0.1 everywhere.
 NODE = "localhost"
-PAUSE_IMAGE = "registry.invalid/lxcfs-test/pause:1"
-BUSYBOX_IMAGE = "registry.invalid/lxcfs-test/busybox:1"
 #: What kubelet's setupKernelTunables writes when protectKernelDefaults is false.
-KUBELET_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic",
-                   "kernel/panic_on_oops", "kernel/keys/root_maxkeys",
-                   "kernel/keys/root_maxbytes")
+KUBELET_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
 CONTAINER_LOGS = Path("/var/log/containers")  # hard-coded in the kubelet
 #: Created on the host whatever the root dirs say: the kubelet's device-plugin socket dir
 #: (k8s.io/kubelet deviceplugin DevicePluginPath), go-cni's result cache of containerd's CRI, and
@@ -130,24 +135,53 @@ class Pki:
             path = self.dir / "openssl.cnf"
             path.write_text(cnf)
             env["OPENSSL_CONF"] = str(path)
-        r = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60,
-                           env=env, stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            ["openssl", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
         if r.returncode != 0:
             raise HarnessError(f"openssl {' '.join(args)}: {r.stderr.strip()}")
 
     def _key(self, path: Path) -> None:
-        self._openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                      "-out", str(path))
+        self._openssl(
+            "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(path)
+        )
 
     def make_ca(self) -> None:
         self._key(self.ca_key)
         cnf = _OPENSSL_CNF.format(eku="serverAuth", san="")
-        self._openssl("req", "-x509", "-new", "-key", str(self.ca_key), "-subj",
-                      "/CN=containerd-shim-lxcfs test CA", "-days", "2", "-extensions", "ca",
-                      "-config", str(self.dir / "openssl.cnf"), "-out", str(self.ca), cnf=cnf)
+        self._openssl(
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            str(self.ca_key),
+            "-subj",
+            "/CN=containerd-shim-lxcfs test CA",
+            "-days",
+            "2",
+            "-extensions",
+            "ca",
+            "-config",
+            str(self.dir / "openssl.cnf"),
+            "-out",
+            str(self.ca),
+            cnf=cnf,
+        )
 
-    def issue(self, name: str, subject: str, *, server: bool = False, client: bool = False,
-              sans: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    def issue(
+        self,
+        name: str,
+        subject: str,
+        *,
+        server: bool = False,
+        client: bool = False,
+        sans: tuple[str, ...] = (),
+    ) -> tuple[Path, Path]:
         """Certificate and key `<name>.crt`/`<name>.key` signed by the CA."""
         crt, key, csr = (self.dir / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
         self._key(key)
@@ -155,12 +189,41 @@ class Pki:
         san = f"subjectAltName = {','.join(sans)}" if sans else ""
         cnf = _OPENSSL_CNF.format(eku=eku, san=san)
         cnf_path = str(self.dir / "openssl.cnf")
-        self._openssl("req", "-new", "-key", str(key), "-subj", subject, "-config", cnf_path,
-                      "-out", str(csr), cnf=cnf)
+        self._openssl(
+            "req",
+            "-new",
+            "-key",
+            str(key),
+            "-subj",
+            subject,
+            "-config",
+            cnf_path,
+            "-out",
+            str(csr),
+            cnf=cnf,
+        )
         self._serial += 1
-        self._openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey",
-                      str(self.ca_key), "-set_serial", str(self._serial), "-days", "2",
-                      "-extfile", cnf_path, "-extensions", "leaf", "-out", str(crt), cnf=cnf)
+        self._openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(self.ca),
+            "-CAkey",
+            str(self.ca_key),
+            "-set_serial",
+            str(self._serial),
+            "-days",
+            "2",
+            "-extfile",
+            cnf_path,
+            "-extensions",
+            "leaf",
+            "-out",
+            str(crt),
+            cnf=cnf,
+        )
         csr.unlink()
         return crt, key
 
@@ -173,98 +236,37 @@ class Pki:
 
 def kubeconfig(path: Path, server: str, ca: Path, crt: Path, key: Path, user: str) -> Path:
     """A kubeconfig (JSON is YAML) with one cluster, one client-certificate user, one context."""
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": server,
-                                                   "certificate-authority": str(ca)}}],
-        "users": [{"name": user, "user": {"client-certificate": str(crt),
-                                          "client-key": str(key)}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
-        "current-context": "local",
-    }, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {"server": server, "certificate-authority": str(ca)},
+                    }
+                ],
+                "users": [
+                    {"name": user, "user": {"client-certificate": str(crt), "client-key": str(key)}}
+                ],
+                "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+                "current-context": "local",
+            },
+            indent=1,
+        )
+    )
     return path
 
 
 # --------------------------------------------------------------------------- containerd 2.x
 
-CONTAINERD_CONFIG = """\
-# Generated by tests/k8s_cluster.py: the kubelet's private containerd (config version 3).
-version = 3
-root = "{root}"
-state = "{state}"
-imports = ["{tmp}/conf.d/*.toml"]
-# NRI's socket is node-global (/var/run/nri/nri.sock): other containerds on this host use it
-disabled_plugins = ["io.containerd.nri.v1.nri"]
 
-[grpc]
-  address = "{address}"
-
-[ttrpc]
-  address = "{ttrpc_address}"
-
-[debug]
-  level = "debug"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{tmp}/opt"
-
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = "{pause}"
-
-[plugins."io.containerd.cri.v1.runtime"]
-  # this host refuses negative oom_score_adj (Guaranteed pods get -997): clamp to ours
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["{tmp}/cni/bin"]
-    conf_dir = "{tmp}/cni/net.d"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-"""
-
-
-class NodeContainerd(PrivateContainerd):
-    """containerd 2.4.2 with CRI, its own runc shim on PATH, install.sh's drop-in imported."""
+class NodeContainerd(CriContainerd):
+    """The node's containerd: the matrix's newest (2.4.2) with CRI and install.sh's drop-in."""
 
     def __init__(self) -> None:
-        super().__init__(namespace="k8s.io", cri=True, start_timeout=90.0,
-                         containerd=str(CONTAINERD_DIR / "containerd"),
-                         ctr=str(CONTAINERD_DIR / "ctr"))
-        # the release's containerd-shim-runc-v2 (task API v3) before Debian's 1.6 one
-        parts = self.env["PATH"].split(os.pathsep)
-        at = 1 if self.shim_bin_dir and parts and parts[0] == self.shim_bin_dir else 0
-        parts.insert(at, str(CONTAINERD_DIR))
-        self.env["PATH"] = os.pathsep.join(parts)
-        self.install_output = ""
-
-    def config_text(self) -> str:
-        return CONTAINERD_CONFIG.format(
-            root=self.root, state=self.state, tmp=self.tmpdir, address=self.address,
-            ttrpc_address=self.ttrpc_address, pause=PAUSE_IMAGE)
-
-    def start(self) -> NodeContainerd:
-        for d in ("conf.d", "cni/bin", "cni/net.d"):
-            (self.tmpdir / d).mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.config_text())
-        r = subprocess.run(
-            ["bash", str(REPO / "install.sh"), "--containerd-config-only"],
-            env={**self.env, "CONTAINERD_CONFIG_DIR": str(self.tmpdir),
-                 "CONTAINERD": str(CONTAINERD_DIR / "containerd")},
-            capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
-        if r.returncode != 0:
-            raise HarnessError(f"install.sh --containerd-config-only:\n{r.stdout}\n{r.stderr}")
-        self.install_output = r.stdout
-        written = self.config_path.read_text()
-        self.config_text = lambda: written  # type: ignore[method-assign]
-        super().start()
-        return self
+        super().__init__(NEWEST, start_timeout=90.0)
 
 
 # --------------------------------------------------------------------------- processes
@@ -278,8 +280,14 @@ class Daemon:
         self.argv = argv
         self.log = log
         self._log_file = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -351,23 +359,41 @@ class Cluster:
         p = self.pki
         p.make_ca()
         self.apiserver_cert = p.issue(
-            "apiserver", "/CN=kube-apiserver", server=True,
-            sans=("IP:127.0.0.1", "IP:10.96.0.1", "DNS:localhost", "DNS:kubernetes",
-                  "DNS:kubernetes.default", "DNS:kubernetes.default.svc"))
+            "apiserver",
+            "/CN=kube-apiserver",
+            server=True,
+            sans=(
+                "IP:127.0.0.1",
+                "IP:10.96.0.1",
+                "DNS:localhost",
+                "DNS:kubernetes",
+                "DNS:kubernetes.default",
+                "DNS:kubernetes.default.svc",
+            ),
+        )
         self.admin_cert = p.issue("admin", "/O=system:masters/CN=kubernetes-admin", client=True)
         # the API server's identity towards the kubelet (logs, exec): authorized by webhook
         self.apiserver_kubelet_cert = p.issue(
-            "apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client",
-            client=True)
+            "apiserver-kubelet-client",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            client=True,
+        )
         # the kubelet's identity towards the API server: the Node authorizer's subject
         self.kubelet_client_cert = p.issue(
-            "kubelet-client", f"/O=system:nodes/CN=system:node:{NODE}", client=True)
+            "kubelet-client", f"/O=system:nodes/CN=system:node:{NODE}", client=True
+        )
         self.kubelet_serving_cert = p.issue(
-            "kubelet", f"/CN={NODE}", server=True, sans=("IP:127.0.0.1", "DNS:localhost"))
+            "kubelet", f"/CN={NODE}", server=True, sans=("IP:127.0.0.1", "DNS:localhost")
+        )
         self.sa_key, self.sa_pub = p.service_account_keys()
         kubeconfig(self.admin_kubeconfig, self.server, p.ca, *self.admin_cert, "admin")
-        self.kubelet_kubeconfig = kubeconfig(self.tmp / "kubelet.kubeconfig", self.server, p.ca,
-                                             *self.kubelet_client_cert, f"system:node:{NODE}")
+        self.kubelet_kubeconfig = kubeconfig(
+            self.tmp / "kubelet.kubeconfig",
+            self.server,
+            p.ca,
+            *self.kubelet_client_cert,
+            f"system:node:{NODE}",
+        )
 
     def _daemon(self, name: str, argv: list[str]) -> Daemon:
         d = Daemon(name, argv, self.tmp / f"{name}.log", self.env)
@@ -384,44 +410,87 @@ class Cluster:
     def _start_etcd(self) -> None:
         client, peer = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client}"
-        self._daemon("etcd", [
-            str(self.bin / "etcd"), "--name", "node", "--data-dir", str(self.tmp / "etcd"),
-            "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"node=http://127.0.0.1:{peer}",
-            # a throw-away store on a shared disk: fsync would only add seconds per write
-            "--unsafe-no-fsync", "--log-level", "warn",
-        ])
+        self._daemon(
+            "etcd",
+            [
+                str(self.bin / "etcd"),
+                "--name",
+                "node",
+                "--data-dir",
+                str(self.tmp / "etcd"),
+                "--listen-client-urls",
+                self.etcd_url,
+                "--advertise-client-urls",
+                self.etcd_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"node=http://127.0.0.1:{peer}",
+                # a throw-away store on a shared disk: fsync would only add seconds per write
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
         self._wait("etcd", lambda: _http_ok(self.etcd_url + "/health"), 120)
 
     def _start_apiserver(self) -> None:
         ca = str(self.pki.ca)
-        self._daemon("kube-apiserver", [
-            str(self.bin / "kube-apiserver"),
-            "--etcd-servers", self.etcd_url,
-            "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-            "--secure-port", str(self.api_port),
-            "--tls-cert-file", str(self.apiserver_cert[0]),
-            "--tls-private-key-file", str(self.apiserver_cert[1]),
-            "--client-ca-file", ca,
-            "--service-account-issuer", "https://kubernetes.default.svc",
-            "--service-account-key-file", str(self.sa_pub),
-            "--service-account-signing-key-file", str(self.sa_key),
-            "--service-cluster-ip-range", "10.96.0.0/24",
-            "--authorization-mode", "Node,RBAC",
-            "--enable-admission-plugins", "NodeRestriction",
-            "--kubelet-client-certificate", str(self.apiserver_kubelet_cert[0]),
-            "--kubelet-client-key", str(self.apiserver_kubelet_cert[1]),
-            "--kubelet-certificate-authority", ca,
-            "--kubelet-preferred-address-types", "Hostname",
-            # the `kubernetes` Service's endpoints may not be a loopback address
-            "--endpoint-reconciler-type", "none",
-            "--profiling=false", "-v", "1",
-        ])
-        self._wait("kube-apiserver",
-                   lambda: self.kubectl("get", "--raw", "/readyz", check=False,
-                                        timeout=10).returncode == 0, 240)
+        self._daemon(
+            "kube-apiserver",
+            [
+                str(self.bin / "kube-apiserver"),
+                "--etcd-servers",
+                self.etcd_url,
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.api_port),
+                "--tls-cert-file",
+                str(self.apiserver_cert[0]),
+                "--tls-private-key-file",
+                str(self.apiserver_cert[1]),
+                "--client-ca-file",
+                ca,
+                "--service-account-issuer",
+                "https://kubernetes.default.svc",
+                "--service-account-key-file",
+                str(self.sa_pub),
+                "--service-account-signing-key-file",
+                str(self.sa_key),
+                "--service-cluster-ip-range",
+                "10.96.0.0/24",
+                "--authorization-mode",
+                "Node,RBAC",
+                "--enable-admission-plugins",
+                "NodeRestriction",
+                "--kubelet-client-certificate",
+                str(self.apiserver_kubelet_cert[0]),
+                "--kubelet-client-key",
+                str(self.apiserver_kubelet_cert[1]),
+                "--kubelet-certificate-authority",
+                ca,
+                "--kubelet-preferred-address-types",
+                "Hostname",
+                # the `kubernetes` Service's endpoints may not be a loopback address
+                "--endpoint-reconciler-type",
+                "none",
+                "--profiling=false",
+                "-v",
+                "1",
+            ],
+        )
+        self._wait(
+            "kube-apiserver",
+            lambda: (
+                self.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0
+            ),
+            240,
+        )
 
     def _prepare_cgroup_root(self) -> None:
         """The kubelet wants its --cgroup-root to exist in every v1 hierarchy it uses."""
@@ -438,8 +507,11 @@ class Cluster:
         root = Path("/sys/fs/cgroup")
         if (root / "cgroup.controllers").exists():  # unified (v2) host
             return [root]
-        return [p for p in root.iterdir()
-                if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists()]
+        return [
+            p
+            for p in root.iterdir()
+            if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists()
+        ]
 
     def _start_kubelet(self) -> None:
         for name in KUBELET_SYSCTLS:
@@ -464,16 +536,22 @@ class Cluster:
             "healthzPort": self.kubelet_healthz,
             "tlsCertFile": str(self.kubelet_serving_cert[0]),
             "tlsPrivateKeyFile": str(self.kubelet_serving_cert[1]),
-            "authentication": {"anonymous": {"enabled": False},
-                               "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(self.pki.ca)}},
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(self.pki.ca)},
+            },
             "authorization": {"mode": "Webhook"},
             "podLogsDir": str(self.pod_logs),
             "failSwapOn": True,
             "staticPodPath": "",
             # a shared development disk: do not evict or garbage-collect our images
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                             "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "1%",
+                "imagefs.available": "1%",
+                "nodefs.inodesFree": "1%",
+            },
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
             "syncFrequency": "10s",
@@ -484,25 +562,46 @@ class Cluster:
         }
         config_path = self.tmp / "kubelet-config.json"
         config_path.write_text(json.dumps(config, indent=1))
-        self._daemon("kubelet", [
-            str(self.bin / "kubelet"),
-            "--config", str(config_path),
-            "--kubeconfig", str(self.kubelet_kubeconfig),
-            "--root-dir", str(self.kubelet_dir),
-            "--hostname-override", NODE,
-            "-v", "2",
-        ])
-        self._wait("kubelet", lambda: _http_ok(f"http://127.0.0.1:{self.kubelet_healthz}/healthz")
-                   and self.kubectl("get", "node", NODE, check=False,
-                                    timeout=10).returncode == 0, 240)
+        self._daemon(
+            "kubelet",
+            [
+                str(self.bin / "kubelet"),
+                "--config",
+                str(config_path),
+                "--kubeconfig",
+                str(self.kubelet_kubeconfig),
+                "--root-dir",
+                str(self.kubelet_dir),
+                "--hostname-override",
+                NODE,
+                "-v",
+                "2",
+            ],
+        )
+        self._wait(
+            "kubelet",
+            lambda: (
+                _http_ok(f"http://127.0.0.1:{self.kubelet_healthz}/healthz")
+                and self.kubectl("get", "node", NODE, check=False, timeout=10).returncode == 0
+            ),
+            240,
+        )
 
     # ---- clients
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         cmd = [str(self.bin / "kubectl"), "--kubeconfig", str(self.admin_kubeconfig), *args]
-        r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout,
-                           env=self.env, stdin=None if input is not None else subprocess.DEVNULL)
+        r = subprocess.run(
+            cmd,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
         if check and r.returncode != 0:
             raise HarnessError(f"kubectl {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}")
         return r
@@ -514,14 +613,23 @@ class Cluster:
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         return self.kubectl("apply", "-f", "-", input=text).stdout
 
-    def crictl(self, *args: str, check: bool = True,
-               timeout: float = 60) -> subprocess.CompletedProcess:
+    def crictl(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         assert self.containerd is not None
-        cmd = [str(CRICTL), "--runtime-endpoint", f"unix://{self.containerd.address}",
-               "--image-endpoint", f"unix://{self.containerd.address}", "--timeout", "30s",
-               *args]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
+        cmd = [
+            str(CRICTL),
+            "--runtime-endpoint",
+            f"unix://{self.containerd.address}",
+            "--image-endpoint",
+            f"unix://{self.containerd.address}",
+            "--timeout",
+            "30s",
+            *args,
+        ]
+        r = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
         if check and r.returncode != 0:
             raise HarnessError(f"crictl {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}")
         return r
@@ -554,8 +662,16 @@ class Cluster:
         forced: list[str] = []
         kubelet = self.daemons.get("kubelet")
         if kubelet and kubelet.alive() and "kube-apiserver" in self.daemons:
-            r = self.kubectl("delete", "pods", "--all", "--all-namespaces", "--wait=true",
-                             "--timeout=90s", check=False, timeout=120)
+            r = self.kubectl(
+                "delete",
+                "pods",
+                "--all",
+                "--all-namespaces",
+                "--wait=true",
+                "--timeout=90s",
+                check=False,
+                timeout=120,
+            )
             if r.returncode != 0:
                 forced.append(f"kubectl delete pods: {r.stderr.strip()}")
         if kubelet:
@@ -605,8 +721,9 @@ class Cluster:
             base = hierarchy / name
             if not base.is_dir():
                 continue
-            for d in sorted((p for p in base.rglob("*") if p.is_dir()),
-                            key=lambda p: len(p.parts), reverse=True):
+            for d in sorted(
+                (p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+            ):
                 with contextlib.suppress(OSError):
                     d.rmdir()
             with contextlib.suppress(OSError):
@@ -645,5 +762,8 @@ def zygote_pids() -> list[int]:
     import sys
 
     here = str(Path(sys.executable).parent)
-    return [pid for pid, argv in process_cmdlines().items()
-            if "-zygote" in argv and any(a.startswith(here) for a in argv)]
+    return [
+        pid
+        for pid, argv in process_cmdlines().items()
+        if "-zygote" in argv and any(a.startswith(here) for a in argv)
+    ]

@@ -25,8 +25,11 @@ from cri_images import MEDIA_MANIFEST, ImageBlobs
 
 
 class Registry:
-    def __init__(self, images: dict[str, dict[str, ImageBlobs]],
-                 default: Callable[[str], ImageBlobs] | None = None) -> None:
+    def __init__(
+        self,
+        images: dict[str, dict[str, ImageBlobs]],
+        default: Callable[[str], ImageBlobs] | None = None,
+    ) -> None:
         self.images = images
         self.default = default
         self.blobs: dict[str, bytes] = {}
@@ -63,8 +66,9 @@ def _handler(registry: Registry) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: object) -> None:
             registry.requests.append(f"{self.command} {self.path}")
 
-        def _send(self, code: int, body: bytes, ctype: str = "application/json",
-                  digest: str = "") -> None:
+        def _send(
+            self, code: int, body: bytes, ctype: str = "application/json", digest: str = ""
+        ) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -93,8 +97,7 @@ def _handler(registry: Registry) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, body, MEDIA_MANIFEST, digest)
             name, sep, digest = path[4:].rpartition("/blobs/")
             if sep and digest in registry.blobs:
-                return self._send(200, registry.blobs[digest], "application/octet-stream",
-                                  digest)
+                return self._send(200, registry.blobs[digest], "application/octet-stream", digest)
             return self._error(404, "BLOB_UNKNOWN")
 
         do_HEAD = do_GET
@@ -124,4 +127,5 @@ def hosts_toml(registry_dir, name: str, server: str) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "hosts.toml").write_text(
         f'server = "http://{server}"\n\n[host."http://{server}"]\n'
-        '  capabilities = ["pull", "resolve"]\n')
+        '  capabilities = ["pull", "resolve"]\n'
+    )

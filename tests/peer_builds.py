@@ -64,21 +64,34 @@ class Peer:
         return [c for c in self.commands if not os.access(self.path(c), os.X_OK)]
 
 
-CONTAINERD_2 = Peer("containerd", "github.com/containerd/containerd/v2", "v2.4.2",
-                    ("containerd", "ctr", "containerd-shim-runc-v2"),
-                    ldflags="-X github.com/containerd/containerd/v2/version.Version=v2.4.2")
-CONTAINERD_17 = Peer("containerd", "github.com/containerd/containerd", "v1.7.35",
-                     ("containerd", "ctr", "containerd-shim-runc-v2"),
-                     how={"containerd": "build", "ctr": "build",
-                          "containerd-shim-runc-v2": "build"},
-                     ldflags="-X github.com/containerd/containerd/version.Version=v1.7.35")
-CRI_TOOLS = Peer("cri-tools", "sigs.k8s.io/cri-tools", "v1.37.0", ("crictl", "critest"),
-                 how={"critest": "test"})
+CONTAINERD_2 = Peer(
+    "containerd",
+    "github.com/containerd/containerd/v2",
+    "v2.4.2",
+    ("containerd", "ctr", "containerd-shim-runc-v2"),
+    ldflags="-X github.com/containerd/containerd/v2/version.Version=v2.4.2",
+)
+CONTAINERD_17 = Peer(
+    "containerd",
+    "github.com/containerd/containerd",
+    "v1.7.35",
+    ("containerd", "ctr", "containerd-shim-runc-v2"),
+    how={"containerd": "build", "ctr": "build", "containerd-shim-runc-v2": "build"},
+    ldflags="-X github.com/containerd/containerd/version.Version=v1.7.35",
+)
+CRI_TOOLS = Peer(
+    "cri-tools", "sigs.k8s.io/cri-tools", "v1.37.0", ("crictl", "critest"), how={"critest": "test"}
+)
 GRPCURL = Peer("grpcurl", "github.com/fullstorydev/grpcurl", "v1.9.4", ("grpcurl",))
 #: containerd 1.7.35's Go client with WithShimCgroup (test_e2e_bootstrap): our own small
 #: program in tests/peers/shimcgroup (its go.mod pins the client)
-SHIMCGROUP = Peer("shimcgroup", "tests/peers/shimcgroup", "containerd-v1.7.35", ("shimcgroup",),
-                  how={"shimcgroup": "local"})
+SHIMCGROUP = Peer(
+    "shimcgroup",
+    "tests/peers/shimcgroup",
+    "containerd-v1.7.35",
+    ("shimcgroup",),
+    how={"shimcgroup": "local"},
+)
 
 PEERS = (CONTAINERD_2, CONTAINERD_17, CRI_TOOLS, GRPCURL, SHIMCGROUP)
 REPO = Path(__file__).resolve().parent.parent
@@ -87,21 +100,32 @@ REPO = Path(__file__).resolve().parent.parent
 def go_env() -> dict[str, str]:
     """Go's caches under CACHE (shared by every checkout on the machine), reproducible paths."""
     env = dict(os.environ)
-    env.update(GOPATH=str(CACHE / "go" / "path"), GOCACHE=str(CACHE / "go" / "build"),
-               GOMODCACHE=str(CACHE / "go" / "mod"), GOFLAGS="-trimpath")
+    env.update(
+        GOPATH=str(CACHE / "go" / "path"),
+        GOCACHE=str(CACHE / "go" / "build"),
+        GOMODCACHE=str(CACHE / "go" / "mod"),
+        GOFLAGS="-trimpath",
+    )
     return env
 
 
 def find_go() -> str | None:
     return shutil.which("go") or next(
-        (g for g in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go") if os.access(g, os.X_OK)),
-        None)
+        (g for g in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go") if os.access(g, os.X_OK)), None
+    )
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> None:
     print("    $", " ".join(cmd), flush=True)
-    r = subprocess.run(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, timeout=3600)
+    r = subprocess.run(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if r.returncode != 0:
         noise = ("go: downloading", "go: finding")
         err = "\n".join(ln for ln in r.stderr.splitlines() if not ln.startswith(noise))
@@ -109,13 +133,19 @@ def _run(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> None:
 
 
 def _module_dir(go: str, peer: Peer, env: dict[str, str]) -> str:
-    r = subprocess.run([go, "mod", "download", "-json", f"{peer.module}@{peer.version}"],
-                       env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       timeout=1800)
+    r = subprocess.run(
+        [go, "mod", "download", "-json", f"{peer.module}@{peer.version}"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     info = json.loads(r.stdout or "{}")
     if r.returncode != 0 or "Dir" not in info:
-        raise RuntimeError(f"go mod download {peer.module}@{peer.version}: "
-                           f"{info.get('Error') or r.stderr.strip()}")
+        raise RuntimeError(
+            f"go mod download {peer.module}@{peer.version}: {info.get('Error') or r.stderr.strip()}"
+        )
     return info["Dir"]
 
 
@@ -151,17 +181,23 @@ def install(peers: tuple[Peer, ...] = PEERS) -> int:
         return 0
     go = find_go()
     if go is None:
-        print("peers: Go is not installed, so these peers cannot be built:\n      "
-              + "\n      ".join(f"{p.name} {p.version}: {c}" for p, c in todo)
-              + "\n    the tests that need them FAIL with a message (matrix ids "
-                "[1.7.35-*], [2.4.2-*], crictl/critest, grpcurl).\n"
-                "    Install Go >= 1.26 (https://go.dev/dl; Debian 12's golang-go is too old; "
-                "the go.mod files ask for 1.26)\n    and re-run install.sh --test, or restrict "
-                "the matrix on purpose: LXCFS_TEST_CONTAINERD=1.6", file=sys.stderr)
+        print(
+            "peers: Go is not installed, so these peers cannot be built:\n      "
+            + "\n      ".join(f"{p.name} {p.version}: {c}" for p, c in todo)
+            + "\n    the tests that need them FAIL with a message (matrix ids "
+            "[1.7.35-*], [2.4.2-*], crictl/critest, grpcurl).\n"
+            "    Install Go >= 1.26 (https://go.dev/dl; Debian 12's golang-go is too old; "
+            "the go.mod files ask for 1.26)\n    and re-run install.sh --test, or restrict "
+            "the matrix on purpose: LXCFS_TEST_CONTAINERD=1.6",
+            file=sys.stderr,
+        )
         return 1
     version = subprocess.run([go, "version"], capture_output=True, text=True).stdout.strip()
-    print(f"    building {len(todo)} missing peer binaries with {version} "
-          f"(caches under {CACHE}/go; the first, cold build takes minutes)", flush=True)
+    print(
+        f"    building {len(todo)} missing peer binaries with {version} "
+        f"(caches under {CACHE}/go; the first, cold build takes minutes)",
+        flush=True,
+    )
     failed = []
     for p, c in todo:
         t0 = time.monotonic()
@@ -184,8 +220,11 @@ def status() -> int:
     for p in PEERS:
         miss = p.missing()
         bad |= bool(miss)
-        print(f"{p.name} {p.version}: " + (f"MISSING {' '.join(miss)}" if miss else "ok")
-              + f" ({p.bin_dir})")
+        print(
+            f"{p.name} {p.version}: "
+            + (f"MISSING {' '.join(miss)}" if miss else "ok")
+            + f" ({p.bin_dir})"
+        )
     return 1 if bad else 0
 
 

@@ -62,7 +62,8 @@ def leftover_cgroups() -> list[str]:
     """cgroup v1 dirs (or the v2 dir) of our pods' parent that still exist."""
     name = cgroup_parent().lstrip("/")
     return [str(p) for p in CGROUP_V1_ROOT.glob(f"*/{name}")] + (
-        [str(CGROUP_V1_ROOT / name)] if (CGROUP_V1_ROOT / name).is_dir() else [])
+        [str(CGROUP_V1_ROOT / name)] if (CGROUP_V1_ROOT / name).is_dir() else []
+    )
 
 
 def remove_cgroup_parent() -> None:
@@ -84,8 +85,11 @@ def cri_containerd(request) -> Iterator[CriContainerd]:
     _require_e2e_prerequisites()
     release = request.param
     if release.missing():
-        pytest.fail(f"containerd {release.version} is not installed (missing "
-                    f"{release.missing()}); it is {release.how}", pytrace=False)
+        pytest.fail(
+            f"containerd {release.version} is not installed (missing "
+            f"{release.missing()}); it is {release.how}",
+            pytrace=False,
+        )
     c = CriContainerd(release)
     try:
         c.start()
@@ -131,8 +135,11 @@ def sandbox_config(name: str, annotations: dict[str, str] | None = None) -> cri.
             cgroup_parent=cgroup_parent(),
             security_context=cri.LinuxSandboxSecurityContext(
                 namespace_options=cri.NamespaceOption(
-                    network=cri.NamespaceMode.NODE, pid=cri.NamespaceMode.CONTAINER,
-                    ipc=cri.NamespaceMode.POD)),
+                    network=cri.NamespaceMode.NODE,
+                    pid=cri.NamespaceMode.CONTAINER,
+                    ipc=cri.NamespaceMode.POD,
+                )
+            ),
         ),
     )
 
@@ -145,18 +152,25 @@ def container_config(name: str) -> cri.ContainerConfig:
         command=["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
         linux=cri.LinuxContainerConfig(
             resources=cri.LinuxContainerResources(
-                memory_limit_in_bytes=LIMIT, cpu_period=CPU_PERIOD, cpu_quota=CPU_QUOTA,
-                cpu_shares=512),
+                memory_limit_in_bytes=LIMIT,
+                cpu_period=CPU_PERIOD,
+                cpu_quota=CPU_QUOTA,
+                cpu_shares=512,
+            ),
             security_context=cri.LinuxContainerSecurityContext(
                 namespace_options=cri.NamespaceOption(
-                    network=cri.NamespaceMode.NODE, pid=cri.NamespaceMode.CONTAINER,
-                    ipc=cri.NamespaceMode.POD)),
+                    network=cri.NamespaceMode.NODE,
+                    pid=cri.NamespaceMode.CONTAINER,
+                    ipc=cri.NamespaceMode.POD,
+                )
+            ),
         ),
     )
 
 
-def start_pod(client: CriClient, name: str, annotations: dict[str, str] | None = None,
-              handler: str = HANDLER) -> Pod:
+def start_pod(
+    client: CriClient, name: str, annotations: dict[str, str] | None = None, handler: str = HANDLER
+) -> Pod:
     config = sandbox_config(name, annotations)
     sandbox_id = client.run_pod_sandbox(config, handler)
     SANDBOX_IDS.append(sandbox_id)  # the shim group id: leak checks look for its state
@@ -260,7 +274,8 @@ def test_pod_lifecycle(client, cri_containerd, handler):
     assert pod.container_id not in {c.id for c in client.list_containers()}
     assert pod.sandbox_id not in {p.id for p in client.list_pod_sandboxes()}
     assert wait_until(lambda: not cri_containerd.shim_processes(), 15, 0.2), (
-        f"shims left: {cri_containerd.shim_processes()}")
+        f"shims left: {cri_containerd.shim_processes()}"
+    )
     # no shim socket, FUSE view mount or shim state dir of the pod's shim group
     assert cri_containerd.wait_no_leaks_for(pod.sandbox_id) == []
     assert cri_containerd.tasks() == {}
@@ -268,7 +283,8 @@ def test_pod_lifecycle(client, cri_containerd, handler):
     state = str(cri_containerd.state) + "/"
     assert not [m for m in mount_points() if m.startswith(state)], "mounts left under state"
     assert not [d for d in leftover_cgroups() if list(Path(d).glob("*/"))], (
-        f"container cgroups left: {leftover_cgroups()}")
+        f"container cgroups left: {leftover_cgroups()}"
+    )
 
 
 def test_pod_opting_out_keeps_host_view(client, pod_factory):
@@ -304,8 +320,10 @@ def test_cgroup_namespace_on_v2(client, pod_factory):
     container's cgroup is `/` and /sys/fs/cgroup is that cgroup. The shim resolves the real
     path from outside, so the view keeps the pod's limits."""
     if not cgroup_paths.unified():
-        pytest.skip("cgroup v1 host: no cgroup namespace here; tests/test_guest_cgroup_v2.py "
-                    "runs this in a cgroup v2 guest")
+        pytest.skip(
+            "cgroup v1 host: no cgroup namespace here; tests/test_guest_cgroup_v2.py "
+            "runs this in a cgroup v2 guest"
+        )
     pod = pod_factory("cgns")
     assert exec_text(client, pod.container_id, "cat", "/proc/self/cgroup") == "0::/\n"
     inside = exec_text(client, pod.container_id, "cat", "/sys/fs/cgroup/memory.max")

@@ -34,8 +34,11 @@ def node() -> Iterator[CriContainerd]:
     _require_e2e_prerequisites()
     missing = NEWEST.missing() + ([str(CRICTL)] if not os.access(CRICTL, os.X_OK) else [])
     if missing:
-        pytest.fail(f"not installed: {missing}; `install.sh --test` builds them with Go "
-                    "(tests/peer_builds.py)", pytrace=False)
+        pytest.fail(
+            f"not installed: {missing}; `install.sh --test` builds them with Go "
+            "(tests/peer_builds.py)",
+            pytrace=False,
+        )
     c = CriContainerd(NEWEST)
     try:
         c.start()
@@ -71,10 +74,24 @@ def _parent() -> str:
 
 def crictl(node: CriContainerd, *args: str, check: bool = True, timeout: float = 90) -> str:
     endpoint = f"unix://{node.address}"
-    cmd = [str(CRICTL), "--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
-           "--timeout", "60s", *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL, env={**node.env, "HOME": str(node.tmpdir)})
+    cmd = [
+        str(CRICTL),
+        "--runtime-endpoint",
+        endpoint,
+        "--image-endpoint",
+        endpoint,
+        "--timeout",
+        "60s",
+        *args,
+    ]
+    r = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**node.env, "HOME": str(node.tmpdir)},
+    )
     if check:
         assert r.returncode == 0, f"{' '.join(args)} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
     return r.stdout
@@ -83,21 +100,40 @@ def crictl(node: CriContainerd, *args: str, check: bool = True, timeout: float =
 @pytest.mark.parametrize("handler", ["runc", "lxcfs"])
 def test_crictl_operator_sequence(node, tmp_path, handler):
     pod_json = tmp_path / "pod.json"
-    pod_json.write_text(json.dumps({
-        "metadata": {"name": f"crictl-{handler}", "namespace": "default",
-                     "uid": f"uid-{handler}-{os.getpid()}", "attempt": 0},
-        "linux": {"cgroup_parent": _parent(),
-                  "security_context": {"namespace_options": {"network": 2}}},
-    }))
+    pod_json.write_text(
+        json.dumps(
+            {
+                "metadata": {
+                    "name": f"crictl-{handler}",
+                    "namespace": "default",
+                    "uid": f"uid-{handler}-{os.getpid()}",
+                    "attempt": 0,
+                },
+                "linux": {
+                    "cgroup_parent": _parent(),
+                    "security_context": {"namespace_options": {"network": 2}},
+                },
+            }
+        )
+    )
     ctr_json = tmp_path / "container.json"
-    ctr_json.write_text(json.dumps({
-        "metadata": {"name": "main"},
-        "image": {"image": BUSYBOX_IMAGE},
-        "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
-        "linux": {"resources": {"memory_limit_in_bytes": LIMIT, "cpu_period": 100000,
-                                "cpu_quota": 50000},
-                  "security_context": {"namespace_options": {"network": 2}}},
-    }))
+    ctr_json.write_text(
+        json.dumps(
+            {
+                "metadata": {"name": "main"},
+                "image": {"image": BUSYBOX_IMAGE},
+                "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
+                "linux": {
+                    "resources": {
+                        "memory_limit_in_bytes": LIMIT,
+                        "cpu_period": 100000,
+                        "cpu_quota": 50000,
+                    },
+                    "security_context": {"namespace_options": {"network": 2}},
+                },
+            }
+        )
+    )
     pod = crictl(node, "runp", "--runtime", handler, str(pod_json)).strip()
     try:
         inspect = json.loads(crictl(node, "inspectp", pod))

@@ -33,4 +33,5 @@ def test_critest_lxcfs_passes_what_runc_passes():
     regressions = sorted(set(base.passed) - set(ours.passed))
     assert not regressions, (
         f"pass with runc but not with lxcfs ({ours.summary()}):\n  "
-        + "\n  ".join(f"{n}: {ours.failed.get(n, 'not run')}" for n in regressions))
+        + "\n  ".join(f"{n}: {ours.failed.get(n, 'not run')}" for n in regressions)
+    )

@@ -22,15 +22,15 @@ import tempfile
 from pathlib import Path
 
 import harness
+import peer_builds as peers
 import pytest
 from harness import LXCFS_RUNTIME, PrivateContainerd
 
 pytestmark = pytest.mark.e2e
 
-PEERS = Path("/var/cache/containerd-shim-lxcfs/peers")
 VERSIONS = {
-    "containerd-2.4.2": PEERS / "containerd-v2.4.2" / "bin",
-    "containerd-1.7.35": PEERS / "containerd-v1.7.35" / "bin",
+    "containerd-2.4.2": peers.CONTAINERD_2.bin_dir,
+    "containerd-1.7.35": peers.CONTAINERD_17.bin_dir,
     "containerd-1.6.20": Path("/usr/bin"),
 }
 RUNC_WRAPPER = """#!/bin/sh
@@ -43,8 +43,10 @@ def _peer(name: str) -> tuple[str, str]:
     bin_dir = VERSIONS[name]
     containerd, ctr = bin_dir / "containerd", bin_dir / "ctr"
     if not (os.access(containerd, os.X_OK) and os.access(ctr, os.X_OK)):
-        pytest.fail(f"{name}: {containerd} not built (install.sh --test builds the peers, with Go)",
-                    pytrace=False)
+        pytest.fail(
+            f"{name}: {containerd} not built (install.sh --test builds the peers, with Go)",
+            pytrace=False,
+        )
     return str(containerd), str(ctr)
 
 
@@ -86,7 +88,7 @@ def _explain(c: PrivateContainerd, r) -> str:
 
 
 def _record(c: PrivateContainerd, cid: str) -> str:
-    """The task API the running shim serves (shim/config.py's record)."""
+    """The task API the running shim serves (shim/entry/config.py's record)."""
     h = harness.shim_hash(c.address, c.namespace, cid)
     return (harness.LXCFS_STATE_DIR / h / "task-api").read_text()
 
@@ -96,8 +98,11 @@ def _bundle(c: PrivateContainerd, cid: str) -> Path:
 
 
 def _connect_line(c: PrivateContainerd, cid: str) -> str:
-    lines = [ln for ln in c.log_path.read_text(errors="replace").splitlines()
-             if f"connecting to shim {cid}" in ln]
+    lines = [
+        ln
+        for ln in c.log_path.read_text(errors="replace").splitlines()
+        if f"connecting to shim {cid}" in ln
+    ]
     return lines[-1] if lines else ""
 
 
@@ -122,8 +127,7 @@ def test_default_task_api_is_the_best_containerd_announces(name: str, rootfs: Pa
             assert "protocol=ttrpc" in line and "version=3" in line, line
             saved = json.loads((_bundle(c, cid) / "bootstrap.json").read_text())
             assert saved["version"] == 3 and saved["protocol"] == "ttrpc", saved
-        r = c.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/sh", "-c",
-                  "head -1 /proc/meminfo")
+        r = c.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/sh", "-c", "head -1 /proc/meminfo")
         assert r.returncode == 0 and "MemTotal" in r.stdout, _explain(c, r)
         _finish(c, cid)
         log = c.log_path.read_text(errors="replace")
@@ -131,8 +135,9 @@ def test_default_task_api_is_the_best_containerd_announces(name: str, rootfs: Pa
 
 
 @pytest.mark.parametrize("name", list(VERSIONS))
-def test_runtime_config_path_options_reach_start_and_create(name: str, rootfs: Path,
-                                                            tmp_path: Path) -> None:
+def test_runtime_config_path_options_reach_start_and_create(
+    name: str, rootfs: Path, tmp_path: Path
+) -> None:
     """ctr --runtime-config-path: runtimeoptions in BootstrapParams (2.4.2) or raw (1.x):
     ShimCgroup moves the shim (start), BinaryName and NoNewKeyring reach runc (Create), and
     the explicit task_api wins over the default."""
@@ -140,27 +145,39 @@ def test_runtime_config_path_options_reach_start_and_create(name: str, rootfs: P
     wrapper.write_text(RUNC_WRAPPER.format(log=calls))
     wrapper.chmod(0o755)
     group = f"bootcg-{os.getpid()}"
-    dirs = [d for d in (Path("/sys/fs/cgroup/memory", group), Path("/sys/fs/cgroup", group))
-            if d.parent.is_dir() and (d.parent / "cgroup.procs").exists()][:1]
+    dirs = [
+        d
+        for d in (Path("/sys/fs/cgroup/memory", group), Path("/sys/fs/cgroup", group))
+        if d.parent.is_dir() and (d.parent / "cgroup.procs").exists()
+    ][:1]
     for d in dirs:
         d.mkdir(exist_ok=True)
     config = tmp_path / "runtime.toml"
     want = "v2" if name.startswith("containerd-2") else "v3-ttrpc"
     if not name.startswith("containerd-2"):
         want = "v2"  # 1.x knows no v3: leave the default
-        config.write_text(f'BinaryName = "{wrapper}"\nShimCgroup = "/{group}"\n'
-                          "NoNewKeyring = true\n")
+        config.write_text(
+            f'BinaryName = "{wrapper}"\nShimCgroup = "/{group}"\nNoNewKeyring = true\n'
+        )
     else:
-        config.write_text(f'BinaryName = "{wrapper}"\nShimCgroup = "/{group}"\n'
-                          f'NoNewKeyring = true\ntask_api = "{want}"\n')
+        config.write_text(
+            f'BinaryName = "{wrapper}"\nShimCgroup = "/{group}"\n'
+            f'NoNewKeyring = true\ntask_api = "{want}"\n'
+        )
     try:
         with private(name) as c:
             cid = c.new_id("opts")
-            r = c.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "1000",
-                               ctr_args=("--runtime-config-path", str(config)))
+            r = c.run_detached(
+                LXCFS_RUNTIME,
+                rootfs,
+                cid,
+                "/bin/sleep",
+                "1000",
+                ctr_args=("--runtime-config-path", str(config)),
+            )
             assert r.returncode == 0, _explain(c, r)
             assert _record(c, cid) == want
-            (shim_pid, _), = c.shim_processes(cid)
+            ((shim_pid, _),) = c.shim_processes(cid)
             own = Path(f"/proc/{shim_pid}/cgroup").read_text()
             assert f"/{group}\n" in own, own
             assert "--no-new-keyring" in calls.read_text()
@@ -180,8 +197,9 @@ def test_unknown_option_fails_start_naming_it(name: str, rootfs: Path, tmp_path:
     config.write_text("SystemCgroup = true\n")  # a typo of SystemdCgroup
     with private(name) as c:
         cid = c.new_id("badopt")
-        r = c.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/true",
-                           ctr_args=("--runtime-config-path", str(config)))
+        r = c.run_detached(
+            LXCFS_RUNTIME, rootfs, cid, "/bin/true", ctr_args=("--runtime-config-path", str(config))
+        )
         assert r.returncode != 0 and "unknown option 'SystemCgroup'" in r.stderr, _explain(c, r)
         c.ctr("container", "rm", cid, timeout=30)
         assert not c.wait_no_leaks_for(cid, 10)
@@ -210,16 +228,28 @@ def test_ctr_uidmap_and_no_pivot_options(name: str, rootfs: Path) -> None:
     owner to the process user), and the Create recorded all three (options.json). ctr 1.7
     and 2.4 apply --uidmap only to an image (not --rootfs): there only --no-pivot is sent."""
     v2 = name != "containerd-1.6.20"  # "only --no-pivot"
-    args = ("--no-pivot",) if v2 else (
-        "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536", "--no-pivot")
-    want = {"no_pivot_root": True} if v2 else {"no_pivot_root": True, "io_uid": 100000,
-                                                "io_gid": 100000}
+    args = (
+        ("--no-pivot",)
+        if v2
+        else ("--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536", "--no-pivot")
+    )
+    want = (
+        {"no_pivot_root": True}
+        if v2
+        else {"no_pivot_root": True, "io_uid": 100000, "io_gid": 100000}
+    )
     with private(name) as c:
         if not v2:
             cid = c.new_id("legacy")
-            r = c.run(LXCFS_RUNTIME, rootfs, cid, "/bin/sh", "-c",
-                      "for f in 0 1 2; do stat -L -c %u:%g /proc/self/fd/$f; done",
-                      ctr_args=args)
+            r = c.run(
+                LXCFS_RUNTIME,
+                rootfs,
+                cid,
+                "/bin/sh",
+                "-c",
+                "for f in 0 1 2; do stat -L -c %u:%g /proc/self/fd/$f; done",
+                ctr_args=args,
+            )
             assert r.returncode == 0, _explain(c, r)
             assert r.stdout.split() == ["0:100000"] * 3, _explain(c, r)
             assert not c.wait_no_leaks_for(cid, 10)
@@ -231,7 +261,7 @@ def test_ctr_uidmap_and_no_pivot_options(name: str, rootfs: Path) -> None:
         _finish(c, cid)
 
 
-SHIMCGROUP = PEERS / "shimcgroup-containerd-v1.7.35" / "bin" / "shimcgroup"
+SHIMCGROUP = peers.SHIMCGROUP.path("shimcgroup")
 
 
 @pytest.mark.parametrize("name", ["containerd-1.6.20", "containerd-1.7.35"])
@@ -241,8 +271,10 @@ def test_go_client_with_shim_cgroup(name: str, rootfs: Path) -> None:
     cgroup. (containerd 2.4.2 itself refuses that type from an old client: `type with url
     containerd.linux.runc.CreateOptions: not found`; its own client sends runc Options.)"""
     if not os.access(SHIMCGROUP, os.X_OK):
-        pytest.fail(f"{SHIMCGROUP} not built: install.sh --test builds it (tests/peer_builds.py, "
-                    "with Go)", pytrace=False)
+        pytest.fail(
+            f"{SHIMCGROUP} not built: install.sh --test builds it (tests/peer_builds.py, with Go)",
+            pytrace=False,
+        )
     group = f"bootgo-{os.getpid()}"
     cg = Path("/sys/fs/cgroup/memory", group)
     if not cg.parent.is_dir():
@@ -251,11 +283,22 @@ def test_go_client_with_shim_cgroup(name: str, rootfs: Path) -> None:
     try:
         with private(name) as c:
             cid = c.new_id("goclient")
-            r = subprocess.run([str(SHIMCGROUP), c.address, c.namespace, LXCFS_RUNTIME,
-                                str(rootfs), cid, f"/{group}"], capture_output=True, text=True,
-                               timeout=60)
+            r = subprocess.run(
+                [
+                    str(SHIMCGROUP),
+                    c.address,
+                    c.namespace,
+                    LXCFS_RUNTIME,
+                    str(rootfs),
+                    cid,
+                    f"/{group}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert r.returncode == 0 and r.stdout.strip().isdigit(), _explain(c, r)
-            (shim_pid, _), = c.shim_processes(cid)
+            ((shim_pid, _),) = c.shim_processes(cid)
             own = Path(f"/proc/{shim_pid}/cgroup").read_text()
             assert f"/{group}\n" in own, own
             _finish(c, cid)
@@ -273,12 +316,13 @@ def test_containerd_restart_keeps_the_task(name: str, rootfs: Path) -> None:
         cid = c.new_id("restart")
         r = c.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "1000")
         assert r.returncode == 0, _explain(c, r)
-        (shim_pid, _), = c.shim_processes(cid)
+        ((shim_pid, _),) = c.shim_processes(cid)
         c.stop()
         c.start()
         assert c.task_status(cid) == "RUNNING"
-        r = c.ctr("task", "exec", "--exec-id", "after", cid, "/bin/sh", "-c",
-                  "head -1 /proc/meminfo")
+        r = c.ctr(
+            "task", "exec", "--exec-id", "after", cid, "/bin/sh", "-c", "head -1 /proc/meminfo"
+        )
         assert r.returncode == 0 and "MemTotal" in r.stdout, _explain(c, r)
         assert [pid for pid, _ in c.shim_processes(cid)] == [shim_pid]
         _finish(c, cid)

@@ -7,8 +7,8 @@ runs it (tests/cri_client.py), with the pause/busybox images of tests/test_cri.p
 API v3, containerd 2.x gives the app container to the sandbox's shim without running `start`
 again; with v2 it runs `start`, which finds the group's shim.
 
-The config is containerd's version 3 layout written here (install.sh's drop-in for 2.x is
-tested with the peer matrix).
+The config is tests/cri_node.py's, with this test's own `lxcfs` handler instead of install.sh's
+drop-in (which is tested with the peer matrix).
 """
 
 from __future__ import annotations
@@ -19,59 +19,41 @@ import tempfile
 from pathlib import Path
 
 import harness
+import peer_builds as peers
 import pytest
 from cri_client import CriClient
 from cri_images import build_image
-from harness import PrivateContainerd
+from cri_node import CriContainerd
+from harness import NEWEST
 from test_cri import BUSYBOX_IMAGE, PAUSE_IMAGE, container_config, exec_text, sandbox_config
 
 pytestmark = pytest.mark.e2e
 
-PEER = Path("/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin")
+PEER = peers.CONTAINERD_2.bin_dir
 RUNC_WRAPPER = """#!/bin/sh
 echo "$@" >> {log}
 exec runc "$@"
 """
-CRI_V3 = """
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-  [plugins."io.containerd.cri.v1.images".pinned_images]
-    sandbox = "{pause}"
-[plugins."io.containerd.cri.v1.runtime"]
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["{tmp}/cni/bin"]
-    conf_dir = "{tmp}/cni/net.d"
-  [plugins."io.containerd.cri.v1.runtime".containerd]
-    default_runtime_name = "runc"
-    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
+#: the test's own lxcfs handler with an options table (no install.sh drop-in beside it)
+LXCFS_HANDLER = """\
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.lxcfs]
       runtime_type = "io.containerd.lxcfs.v2"
       [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.lxcfs.options]
-{options}
-[plugins."io.containerd.grpc.v1.cri"]
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-"""
+{options}"""
 
 
-class Cri242(PrivateContainerd):
-    def __init__(self, options: str) -> None:
-        if not os.access(PEER / "containerd", os.X_OK):
-            pytest.fail(f"{PEER}/containerd not built (install.sh --test builds the peers, "
-                        "with Go)", pytrace=False)
-        super().__init__(namespace="k8s.io", cri=True, containerd=str(PEER / "containerd"),
-                         ctr=str(PEER / "ctr"), start_timeout=60.0)
-        self._options = options
-
-    def config_text(self) -> str:
-        text = super().config_text().replace("version = 2\n", "version = 3\n", 1)
-        return text + CRI_V3.format(pause=PAUSE_IMAGE, tmp=self.tmpdir, options=self._options)
+def _cri_242(options: str) -> CriContainerd:
+    if not os.access(PEER / "containerd", os.X_OK):
+        pytest.fail(
+            f"{PEER}/containerd not built (install.sh --test builds the peers, with Go)",
+            pytrace=False,
+        )
+    return CriContainerd(NEWEST, runtimes=LXCFS_HANDLER.format(options=options), install=False)
 
 
-@pytest.mark.parametrize("task_api", ["", "v2"], ids=["containerd-2.4.2-default",
-                                                      "containerd-2.4.2-task_api-v2"])
+@pytest.mark.parametrize(
+    "task_api", ["", "v2"], ids=["containerd-2.4.2-default", "containerd-2.4.2-task_api-v2"]
+)
 def test_cri_options_table_reaches_start_and_create(task_api: str, tmp_path: Path) -> None:
     wrapper, calls = tmp_path / "my-runc", tmp_path / "calls"
     wrapper.write_text(RUNC_WRAPPER.format(log=calls))
@@ -84,16 +66,16 @@ def test_cri_options_table_reaches_start_and_create(task_api: str, tmp_path: Pat
     lines = [f'BinaryName = "{wrapper}"', f'ShimCgroup = "/{group}"', "NoNewKeyring = true"]
     if task_api:
         lines.append(f'task_api = "{task_api}"')
-    c = Cri242("\n".join("        " + ln for ln in lines))
+    c = _cri_242("\n".join("        " + ln for ln in lines))
     sandbox_ids: list[str] = []
     try:
-        for d in ("cni/bin", "cni/net.d"):
-            (c.tmpdir / d).mkdir(parents=True, exist_ok=True)
         c.start()
         with tempfile.TemporaryDirectory(prefix="cri-img-", dir="/tmp") as tmp:
             rootfs = harness.build_busybox_rootfs(Path(tmp) / "rootfs")
-            for name, cmd in ((PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
-                              (BUSYBOX_IMAGE, ["/bin/sh"])):
+            for name, cmd in (
+                (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
+                (BUSYBOX_IMAGE, ["/bin/sh"]),
+            ):
                 image = build_image(rootfs, name, Path(tmp) / "image.tar", cmd=cmd)
                 c.ctr("images", "import", str(image.archive), check=True, timeout=120)
         with CriClient(c.address) as client:

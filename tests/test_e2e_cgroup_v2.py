@@ -26,17 +26,33 @@ from harness import LXCFS_RUNTIME, parse_meminfo
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not cgroup_paths.unified(),
-                       reason="cgroup v1 host: tests/test_guest_cgroup_v2.py runs these in a "
-                              "cgroup v2 guest"),
+    pytest.mark.skipif(
+        not cgroup_paths.unified(),
+        reason="cgroup v1 host: tests/test_guest_cgroup_v2.py runs these in a cgroup v2 guest",
+    ),
 ]
 
 MiB = 1024 * 1024
 SEP = "=====8<====="
-DUMPED = ("cgroup.controllers", "cgroup.events", "cpu.max", "cpu.stat", "cpuset.cpus",
-          "cpuset.cpus.effective", "io.stat", "memory.current", "memory.events", "memory.high",
-          "memory.max", "memory.stat", "memory.swap.current", "memory.swap.events",
-          "memory.swap.max", "pids.current", "pids.max")
+DUMPED = (
+    "cgroup.controllers",
+    "cgroup.events",
+    "cpu.max",
+    "cpu.stat",
+    "cpuset.cpus",
+    "cpuset.cpus.effective",
+    "io.stat",
+    "memory.current",
+    "memory.events",
+    "memory.high",
+    "memory.max",
+    "memory.stat",
+    "memory.swap.current",
+    "memory.swap.events",
+    "memory.swap.max",
+    "pids.current",
+    "pids.max",
+)
 
 
 def _explain(r) -> str:
@@ -52,8 +68,9 @@ def start(containerd, rootfs, cid, *ctr_args: str, cmd=("/bin/sleep", "1000")) -
 
 def sh(containerd, cid: str, script: str, timeout: float = 60) -> str:
     eid = f"x{time.monotonic_ns() % 10**9}"
-    r = containerd.ctr("task", "exec", "--exec-id", eid, cid, "/bin/sh", "-c", script,
-                       timeout=timeout)
+    r = containerd.ctr(
+        "task", "exec", "--exec-id", eid, cid, "/bin/sh", "-c", script, timeout=timeout
+    )
     assert r.returncode == 0, _explain(r)
     return r.stdout
 
@@ -111,12 +128,14 @@ def swapfile():
         yield None
         return
     if not os.environ.get("CONTAINERD_SHIM_LXCFS_IN_GUEST"):
-        pytest.skip("no swap on this host; the guest run adds a swap file (not done on a "
-                    "shared machine)")
+        pytest.skip(
+            "no swap on this host; the guest run adds a swap file (not done on a shared machine)"
+        )
     d = Path(tempfile.mkdtemp(prefix="swap-", dir="/var/tmp"))
     f = d / "swapfile"
-    subprocess.run(["dd", "if=/dev/zero", f"of={f}", "bs=1M", "count=256", "status=none"],
-                   check=True)
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={f}", "bs=1M", "count=256", "status=none"], check=True
+    )
     f.chmod(0o600)
     subprocess.run(["mkswap", str(f)], check=True, capture_output=True)
     subprocess.run(["swapon", str(f)], check=True)
@@ -173,12 +192,14 @@ def test_nested_cgroupfs_path_with_slice_names(containerd, busybox_rootfs, ctr_i
         (pod / "memory.max").write_text(str(96 * MiB))
         (pod / "cpu.max").write_text("50000 100000")
         cgpath = "/" + str(scope.relative_to("/sys/fs/cgroup"))
-        pid = start(containerd, busybox_rootfs, cid, "--memory-limit", str(256 * MiB),
-                    "--cgroup", cgpath)
+        pid = start(
+            containerd, busybox_rootfs, cid, "--memory-limit", str(256 * MiB), "--cgroup", cgpath
+        )
         assert cgroup_paths.cgroup_dir(pid, "memory") == scope
         assert (scope / "memory.max").read_text() == f"{256 * MiB}\n"
-        view = files(containerd, cid, "/proc/meminfo", "/proc/cpuinfo",
-                     "/sys/devices/system/cpu/online")
+        view = files(
+            containerd, cid, "/proc/meminfo", "/proc/cpuinfo", "/sys/devices/system/cpu/online"
+        )
         assert parse_meminfo(view["/proc/meminfo"])["MemTotal"] == 96 * 1024
         # the quota on the pod slice limits the container too: 0.5 CPU → 1 processor
         assert processors(view["/proc/cpuinfo"]) == ["0"]
@@ -202,12 +223,13 @@ def test_cpu_max_and_cpuset_effective(containerd, busybox_rootfs, ctr_id):
     pid = start(containerd, busybox_rootfs, cid, "--cpus", "0.5")
     cg = cgroup_paths.cgroup_dir(pid, "cpu")
     assert (cg / "cpu.max").read_text() == "50000 100000\n"
-    view = files(containerd, cid, "/proc/cpuinfo", "/sys/devices/system/cpu/online",
-                 "/proc/stat")
+    view = files(containerd, cid, "/proc/cpuinfo", "/sys/devices/system/cpu/online", "/proc/stat")
     assert processors(view["/proc/cpuinfo"]) == ["0"]
     assert view["/sys/devices/system/cpu/online"] == "0\n"
-    assert [ln.split()[0] for ln in view["/proc/stat"].splitlines()
-            if ln.startswith("cpu")] == ["cpu", "cpu0"]
+    assert [ln.split()[0] for ln in view["/proc/stat"].splitlines() if ln.startswith("cpu")] == [
+        "cpu",
+        "cpu0",
+    ]
     # no quota: every CPU of cpuset.cpus.effective
     (cg / "cpu.max").write_text("max 100000")
     dump(cg, "cpu-unlimited")
@@ -215,7 +237,8 @@ def test_cpu_max_and_cpuset_effective(containerd, busybox_rootfs, ctr_id):
     view = files(containerd, cid, "/proc/cpuinfo", "/sys/devices/system/cpu/online")
     assert processors(view["/proc/cpuinfo"]) == [str(i) for i in range(len(effective))]
     assert view["/sys/devices/system/cpu/online"] == (
-        f"0-{len(effective) - 1}\n" if len(effective) > 1 else "0\n")
+        f"0-{len(effective) - 1}\n" if len(effective) > 1 else "0\n"
+    )
     if ncpu < 2:
         return
     # a 1.5 CPU quota rounds up to 2
@@ -237,12 +260,17 @@ def test_cpu_stat_is_proc_stat_time(containerd, busybox_rootfs, ctr_id):
     pid = start(containerd, busybox_rootfs, cid, "--cpus", "1")
     cg = cgroup_paths.cgroup_dir(pid, "cpu")
     # burn about a second of CPU inside the container
-    sh(containerd, cid, "end=$(( $(date +%s) + 2 )); while [ $(date +%s) -lt $end ]; do :; done",
-       timeout=120)
+    sh(
+        containerd,
+        cid,
+        "end=$(( $(date +%s) + 2 )); while [ $(date +%s) -lt $end ]; do :; done",
+        timeout=120,
+    )
     stat = {k: int(v) for k, v in (ln.split() for ln in (cg / "cpu.stat").read_text().splitlines())}
     view = files(containerd, cid, "/proc/stat")["/proc/stat"]
-    stat_after = {k: int(v) for k, v in
-                  (ln.split() for ln in (cg / "cpu.stat").read_text().splitlines())}
+    stat_after = {
+        k: int(v) for k, v in (ln.split() for ln in (cg / "cpu.stat").read_text().splitlines())
+    }
     dump(cg, "cpu-busy")
     cpu = [int(v) for v in view.splitlines()[0].split()[1:]]
     ticks = cpu[0] + cpu[2]  # user + system (USER_HZ = 100)
@@ -258,8 +286,9 @@ def test_cpu_stat_is_proc_stat_time(containerd, busybox_rootfs, ctr_id):
 def _block_device_of(path: Path) -> tuple[int, int] | None:
     dev = os.stat(path).st_dev
     major, minor = os.major(dev), os.minor(dev)
-    names = {tuple(map(int, ln.split()[:2])) for ln in
-             Path("/proc/diskstats").read_text().splitlines()}
+    names = {
+        tuple(map(int, ln.split()[:2])) for ln in Path("/proc/diskstats").read_text().splitlines()
+    }
     return (major, minor) if (major, minor) in names else None
 
 
@@ -271,11 +300,20 @@ def test_io_stat_is_diskstats(containerd, busybox_rootfs, ctr_id):
         dev = _block_device_of(data)
         if dev is None:
             pytest.skip(f"{data} is not on a block device listed in /proc/diskstats")
-        pid = start(containerd, busybox_rootfs, cid,
-                    "--mount", f"type=bind,src={data},dst=/data,options=rbind:rw")
+        pid = start(
+            containerd,
+            busybox_rootfs,
+            cid,
+            "--mount",
+            f"type=bind,src={data},dst=/data,options=rbind:rw",
+        )
         cg = cgroup_paths.cgroup_dir(pid, "io")
-        sh(containerd, cid, "dd if=/dev/zero of=/data/f bs=1M count=8 conv=fsync 2>&1; sync",
-           timeout=120)
+        sh(
+            containerd,
+            cid,
+            "dd if=/dev/zero of=/data/f bs=1M count=8 conv=fsync 2>&1; sync",
+            timeout=120,
+        )
         io = {}
         for line in (cg / "io.stat").read_text().splitlines():
             key, *pairs = line.split()
@@ -287,8 +325,10 @@ def test_io_stat_is_diskstats(containerd, busybox_rootfs, ctr_id):
         rows = {(int(f[0]), int(f[1])): f for f in (ln.split() for ln in view.splitlines())}
         assert dev in rows, view
         # field 10 (index 9) = sectors written; io.stat counts bytes
-        assert int(rows[dev][9]) == int(io[key]["wbytes"]) // 512 or \
-            int(rows[dev][9]) >= 8 * MiB // 512, rows[dev]
+        assert (
+            int(rows[dev][9]) == int(io[key]["wbytes"]) // 512
+            or int(rows[dev][9]) >= 8 * MiB // 512
+        ), rows[dev]
         assert int(rows[dev][7]) >= 1, rows[dev]  # writes completed
     finally:
         shutil.rmtree(data, ignore_errors=True)
@@ -305,8 +345,7 @@ def test_oom_counts_in_memory_events(containerd, busybox_rootfs, ctr_id):
     cg = cgroup_paths.cgroup_dir(pid, "memory")
     before = dict(ln.split() for ln in (cg / "memory.events").read_text().splitlines())
     eid = "oom"
-    r = containerd.ctr("task", "exec", "--exec-id", eid, cid, "/bin/tail", "/dev/zero",
-                       timeout=120)
+    r = containerd.ctr("task", "exec", "--exec-id", eid, cid, "/bin/tail", "/dev/zero", timeout=120)
     assert r.returncode == 137, _explain(r)
     after = dict(ln.split() for ln in (cg / "memory.events").read_text().splitlines())
     dump(cg, "oom-killed")

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import peer_builds as peers
 import pytest
 from harness import (
     LXCFS_RUNTIME,
@@ -32,13 +33,12 @@ from harness import (
 
 pytestmark = pytest.mark.e2e
 
-PEERS = Path("/var/cache/containerd-shim-lxcfs/peers")
 #: (test id, directory of containerd and ctr); None: the ones on PATH (Debian's package)
 CONTAINERDS = [
     pytest.param(None, id="containerd-1.6"),
-    pytest.param(str(PEERS / "containerd-v2.4.2" / "bin"), id="containerd-2.4"),
+    pytest.param(str(peers.CONTAINERD_2.bin_dir), id="containerd-2.4"),
 ]
-#: How long a shim nobody sends a Create waits before it exits (shim/daemon.py), for the test.
+#: How long a shim nobody sends a Create waits before it exits (shim/entry/daemon.py), for the test.
 UNUSED_EXIT = 2.0
 
 REUSE_RUNS = int(os.environ.get("CHURN_REUSE_RUNS", "100"))
@@ -103,12 +103,12 @@ def leftovers(c: PrivateContainerd, ids: list[str], fuse_before: set[str]) -> li
         if (SHIM_SOCKET_DIR / h).exists():
             problems.append(f"socket {SHIM_SOCKET_DIR / h} of {cid}")
         if (LXCFS_STATE_DIR / h).exists():
-            problems.append(f"state dir {LXCFS_STATE_DIR / h} of {cid}: "
-                            f"{os.listdir(LXCFS_STATE_DIR / h)}")
+            problems.append(
+                f"state dir {LXCFS_STATE_DIR / h} of {cid}: {os.listdir(LXCFS_STATE_DIR / h)}"
+            )
         problems += [f"mount {m}" for m in mount_points() if h in m]
     prefix = str(c.tmpdir) + "/"
-    problems += [f"mount {m}" for m in mount_points() if m.startswith(prefix)
-                 and "/rootfs" in m]
+    problems += [f"mount {m}" for m in mount_points() if m.startswith(prefix) and "/rootfs" in m]
     orphans = fuse_connections() - fuse_before - mounted_fuse_devices()
     problems += [f"FUSE connection {n} without a mount" for n in sorted(orphans)]
     return problems
@@ -123,8 +123,9 @@ def assert_nothing_left(c: PrivateContainerd, ids: list[str], fuse_before: set[s
         found = leftovers(c, ids, fuse_before)
         return not found
 
-    assert wait_until(clean, 15, 0.2), "left behind:\n  " + "\n  ".join(found) + \
-        "\ncontainerd log tail:\n" + c.log_tail(30)
+    assert wait_until(clean, 15, 0.2), (
+        "left behind:\n  " + "\n  ".join(found) + "\ncontainerd log tail:\n" + c.log_tail(30)
+    )
 
 
 def _failure(r: subprocess.CompletedProcess) -> str | None:
@@ -142,8 +143,9 @@ def test_same_id_back_to_back(containerd, busybox_rootfs):
     failures = []
     started = time.monotonic()
     for i in range(REUSE_RUNS):
-        r = containerd.run(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/head", "-1",
-                           "/proc/meminfo", timeout=60)
+        r = containerd.run(
+            LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/head", "-1", "/proc/meminfo", timeout=60
+        )
         if problem := _failure(r):
             failures.append(f"run {i}: {problem}")
     took = time.monotonic() - started
@@ -158,8 +160,9 @@ def test_parallel_distinct_ids(containerd, busybox_rootfs):
     ids = [containerd.new_id(f"par{i}") for i in range(PARALLEL)]
 
     def one(cid: str) -> str | None:
-        r = containerd.run(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/head", "-1",
-                           "/proc/meminfo", timeout=120)
+        r = containerd.run(
+            LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/head", "-1", "/proc/meminfo", timeout=120
+        )
         problem = _failure(r)
         return f"{cid}: {problem}" if problem else None
 
@@ -176,8 +179,17 @@ def test_detached_cycles_with_one_id(containerd, busybox_rootfs):
     for i in range(CYCLES):
         r = containerd.run_detached(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/sleep", "1000")
         assert r.returncode == 0, f"cycle {i}: run -d: {r.stderr}"
-        r = containerd.ctr("task", "exec", "--exec-id", f"e{i}", cid, "/bin/head", "-1",
-                           "/proc/meminfo", timeout=30)
+        r = containerd.ctr(
+            "task",
+            "exec",
+            "--exec-id",
+            f"e{i}",
+            cid,
+            "/bin/head",
+            "-1",
+            "/proc/meminfo",
+            timeout=30,
+        )
         assert r.returncode == 0 and r.stdout.startswith("MemTotal:"), f"cycle {i}: {r.stderr}"
         r = containerd.ctr("task", "kill", "-s", "SIGKILL", cid, timeout=30)
         assert r.returncode == 0, f"cycle {i}: kill: {r.stderr}"
@@ -197,16 +209,32 @@ def test_a_shim_nobody_uses_exits(containerd, tmp_path):
     bundle.mkdir()
     shim = os.path.join(containerd.shim_bin_dir or "", "containerd-shim-lxcfs-v2")
     env = dict(containerd.env, TTRPC_ADDRESS=containerd.ttrpc_address)
-    r = subprocess.run([shim, "-namespace", containerd.namespace, "-address",
-                        containerd.address, "-id", cid, "start"], cwd=bundle, env=env,
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [
+            shim,
+            "-namespace",
+            containerd.namespace,
+            "-address",
+            containerd.address,
+            "-id",
+            cid,
+            "start",
+        ],
+        cwd=bundle,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
     h = shim_hash(containerd.address, containerd.namespace, cid)
     assert r.stdout.strip() == f"unix://{SHIM_SOCKET_DIR / h}"
-    (pid, _), = containerd.shim_processes(cid)
+    ((pid, _),) = containerd.shim_processes(cid)
     try:
-        assert wait_until(lambda: not os.path.exists(f"/proc/{pid}"), UNUSED_EXIT + 15, 0.1), \
+        assert wait_until(lambda: not os.path.exists(f"/proc/{pid}"), UNUSED_EXIT + 15, 0.1), (
             "the unused shim did not exit"
+        )
     finally:
         if os.path.exists(f"/proc/{pid}"):
             os.kill(pid, signal.SIGKILL)
@@ -221,8 +249,12 @@ def test_start_with_a_missing_shim_cgroup_launches_nothing(containerd, tmp_path)
     from protos.gen.containerd.runc import v1 as runc_opts
 
     before = fuse_connections()
-    options = bytes(AnyMsg(type_url="containerd.runc.v1.Options", value=bytes(
-        runc_opts.Options(shim_cgroup=f"/churn-missing-{os.getpid()}"))))
+    options = bytes(
+        AnyMsg(
+            type_url="containerd.runc.v1.Options",
+            value=bytes(runc_opts.Options(shim_cgroup=f"/churn-missing-{os.getpid()}")),
+        )
+    )
     shim = os.path.join(containerd.shim_bin_dir or "", "containerd-shim-lxcfs-v2")
     env = dict(containerd.env, TTRPC_ADDRESS=containerd.ttrpc_address)
     ids = []
@@ -231,9 +263,23 @@ def test_start_with_a_missing_shim_cgroup_launches_nothing(containerd, tmp_path)
         ids.append(cid)
         bundle = tmp_path / cid
         bundle.mkdir()
-        r = subprocess.run([shim, "-namespace", containerd.namespace, "-address",
-                            containerd.address, "-id", cid, "start"], cwd=bundle, env=env,
-                           input=options, capture_output=True, timeout=30)
+        r = subprocess.run(
+            [
+                shim,
+                "-namespace",
+                containerd.namespace,
+                "-address",
+                containerd.address,
+                "-id",
+                cid,
+                "start",
+            ],
+            cwd=bundle,
+            env=env,
+            input=options,
+            capture_output=True,
+            timeout=30,
+        )
         assert r.returncode == 1 and b"does not exist" in r.stderr, r
         assert not r.stdout
     assert_nothing_left(containerd, ids, before)

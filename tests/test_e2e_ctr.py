@@ -159,8 +159,16 @@ def test_first_read_at_exec_shows_the_limit(containerd, busybox_rootfs, cid):
     """
     for attempt in range(8):
         name = f"{cid}-{attempt}"
-        r = containerd.run(LXCFS_RUNTIME, busybox_rootfs, name, "/bin/head", "-1",
-                           "/proc/meminfo", ctr_args=("--memory-limit", str(LIMIT)), timeout=60)
+        r = containerd.run(
+            LXCFS_RUNTIME,
+            busybox_rootfs,
+            name,
+            "/bin/head",
+            "-1",
+            "/proc/meminfo",
+            ctr_args=("--memory-limit", str(LIMIT)),
+            timeout=60,
+        )
         assert r.returncode == 0, _explain(r)
         assert r.stdout.split() == ["MemTotal:", str(LIMIT_KB), "kB"], (attempt, _explain(r))
         assert not containerd.wait_no_leaks_for(name, timeout=10)

@@ -15,8 +15,8 @@ from betterproto.lib.google.protobuf import Empty
 from harness import LXCFS_RUNTIME, shim_hash
 
 from protos.gen.containerd.task import v2 as api
-from shim.errors import Code, RpcError
-from shim.ttrpc.client import TtrpcClient
+from shim.transport.errors import Code, RpcError
+from shim.transport.ttrpc.client import TtrpcClient
 
 pytestmark = pytest.mark.e2e
 
@@ -77,20 +77,30 @@ def test_rpc_errors_carry_status_codes(containerd, busybox_rootfs, cid):
             for name, args in {
                 "unknown service": ("containerd.task.v9.Task", "State", api.StateRequest(id=cid)),
                 "unknown method": ("containerd.task.v2.Task", "Frobnicate", Empty()),
-                "unknown container": ("containerd.task.v2.Task", "State",
-                                      api.StateRequest(id="nope")),
-                "unknown exec": ("containerd.task.v2.Task", "State",
-                                 api.StateRequest(id=cid, exec_id="nope")),
-                "delete running": ("containerd.task.v2.Task", "Delete",
-                                   api.DeleteRequest(id=cid)),
+                "unknown container": (
+                    "containerd.task.v2.Task",
+                    "State",
+                    api.StateRequest(id="nope"),
+                ),
+                "unknown exec": (
+                    "containerd.task.v2.Task",
+                    "State",
+                    api.StateRequest(id=cid, exec_id="nope"),
+                ),
+                "delete running": ("containerd.task.v2.Task", "Delete", api.DeleteRequest(id=cid)),
                 "start twice": ("containerd.task.v2.Task", "Start", api.StartRequest(id=cid)),
             }.items():
                 try:
                     out[name] = await c.call(*args, api.StateResponse, timeout=10)
                 except RpcError as e:
                     out[name] = e
-            out["state"] = await c.call("containerd.task.v3.Task", "State",
-                                        api.StateRequest(id=cid), api.StateResponse, timeout=10)
+            out["state"] = await c.call(
+                "containerd.task.v3.Task",
+                "State",
+                api.StateRequest(id=cid),
+                api.StateResponse,
+                timeout=10,
+            )
         return out
 
     out = anyio.run(calls)

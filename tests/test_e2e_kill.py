@@ -103,8 +103,7 @@ def _left(c: PrivateContainerd, cid: str, fuse_before: set[str]) -> list[str]:
         problems.append(f"socket {SHIM_SOCKET_DIR / h}")
     if (LXCFS_STATE_DIR / h).exists():
         problems.append(f"state dir {LXCFS_STATE_DIR / h}")
-    problems += [f"mount {m}" for m in mount_points()
-                 if h in m or str(c.tmpdir) + "/" in m]
+    problems += [f"mount {m}" for m in mount_points() if h in m or str(c.tmpdir) + "/" in m]
     orphans = fuse_connections() - fuse_before - mounted_fuse_devices()
     problems += [f"FUSE connection {n} without a mount" for n in sorted(orphans)]
     return problems
@@ -117,8 +116,7 @@ def test_kill_9_of_the_shim(containerd_bin, busybox_rootfs, stage, step):
     cid = c.new_id("k9")
     try:
         if step == "create":
-            r = c.run_detached(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/sleep", "1000",
-                               timeout=60)
+            r = c.run_detached(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/sleep", "1000", timeout=60)
             failed = r
         else:
             r = c.run_detached(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/sleep", "1000")
@@ -127,8 +125,7 @@ def test_kill_9_of_the_shim(containerd_bin, busybox_rootfs, stage, step):
             else:
                 assert r.returncode == 0, r.stderr
                 if step == "exec":
-                    failed = c.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/true",
-                                   timeout=60)
+                    failed = c.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/true", timeout=60)
                 else:
                     c.ctr("task", "kill", "-s", "SIGKILL", cid, timeout=30)
                     assert c.wait_status(cid, "STOPPED", 20)
@@ -146,8 +143,9 @@ def test_kill_9_of_the_shim(containerd_bin, busybox_rootfs, stage, step):
             found = _left(c, cid, fuse_before)
             return not found
 
-        assert wait_until(clean, 15, 0.2), "left behind:\n  " + "\n  ".join(found) + \
-            "\ncontainerd log tail:\n" + c.log_tail(30)
+        assert wait_until(clean, 15, 0.2), (
+            "left behind:\n  " + "\n  ".join(found) + "\ncontainerd log tail:\n" + c.log_tail(30)
+        )
     finally:
         c.cleanup_all()
         c.stop()

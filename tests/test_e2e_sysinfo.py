@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import peer_builds as peers
 import pytest
 from harness import (
     LXCFS_RUNTIME,
@@ -30,11 +31,12 @@ pytestmark = pytest.mark.e2e
 
 HERE = Path(__file__).resolve().parent
 LIMIT = 256 * 1024 * 1024
-PEERS = Path("/var/cache/containerd-shim-lxcfs/peers")
 CONTAINERDS = {
     "containerd-1.6": ("containerd", "ctr"),
-    "containerd-2.4": (str(PEERS / "containerd-v2.4.2/bin/containerd"),
-                       str(PEERS / "containerd-v2.4.2/bin/ctr")),
+    "containerd-2.4": (
+        str(peers.CONTAINERD_2.path("containerd")),
+        str(peers.CONTAINERD_2.path("ctr")),
+    ),
 }
 EPERM = 1
 
@@ -57,8 +59,19 @@ def rootfs() -> Iterator[Path]:
     d = tempfile.mkdtemp(prefix="sirootfs-", dir="/tmp")
     try:
         root = build_busybox_rootfs(d)
-        subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(root / "bin" / "probe"),
-                        str(HERE / "sysinfo_probe.c")], check=True, timeout=120)
+        subprocess.run(
+            [
+                "gcc",
+                "-static",
+                "-O2",
+                "-Wall",
+                "-o",
+                str(root / "bin" / "probe"),
+                str(HERE / "sysinfo_probe.c"),
+            ],
+            check=True,
+            timeout=120,
+        )
         yield root
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -82,15 +95,19 @@ def host_total() -> int:
 
 def run(ctrd: PrivateContainerd, rootfs: Path, script: str, *ctr_args: str):
     cid = ctrd.new_id("sysinfo")
-    r = ctrd.run(LXCFS_RUNTIME, rootfs, cid, "/bin/sh", "-c", script, ctr_args=ctr_args,
-                 timeout=60)
+    r = ctrd.run(LXCFS_RUNTIME, rootfs, cid, "/bin/sh", "-c", script, ctr_args=ctr_args, timeout=60)
     assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout}\n{r.stderr}\n{ctrd.log_tail()}"
     return r.stdout
 
 
 def test_init_sees_the_limit(ctrd, rootfs):
-    out = run(ctrd, rootfs, "free; echo ==; /bin/probe; echo ==; cat /proc/uptime",
-              "--memory-limit", str(LIMIT))
+    out = run(
+        ctrd,
+        rootfs,
+        "free; echo ==; /bin/probe; echo ==; cat /proc/uptime",
+        "--memory-limit",
+        str(LIMIT),
+    )
     free, probe, uptime = out.split("==")
     assert free_total(free) == LIMIT, free
     v = probe_values(probe)
@@ -103,15 +120,30 @@ def test_init_sees_the_limit(ctrd, rootfs):
 
 def test_exec_sees_the_limit(ctrd, rootfs):
     cid = ctrd.new_id("sysinfo-exec")
-    r = ctrd.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "1000",
-                          ctr_args=("--memory-limit", str(LIMIT // 2)))
+    r = ctrd.run_detached(
+        LXCFS_RUNTIME,
+        rootfs,
+        cid,
+        "/bin/sleep",
+        "1000",
+        ctr_args=("--memory-limit", str(LIMIT // 2)),
+    )
     try:
         assert r.returncode == 0, r.stderr
         assert ctrd.wait_status(cid, "RUNNING")
         time.sleep(1.2)  # uptime must move on from the start
         for n in range(2):  # each exec gets its own filter and notify fd
-            e = ctrd.ctr("task", "exec", "--exec-id", f"e{n}", cid, "/bin/sh", "-c",
-                         "free; /bin/probe", timeout=30)
+            e = ctrd.ctr(
+                "task",
+                "exec",
+                "--exec-id",
+                f"e{n}",
+                cid,
+                "/bin/sh",
+                "-c",
+                "free; /bin/probe",
+                timeout=30,
+            )
             assert e.returncode == 0, e.stderr
             assert free_total(e.stdout) == LIMIT // 2, e.stdout
             v = probe_values(e.stdout.split("Swap:")[1].split("\n", 1)[1])
@@ -128,10 +160,20 @@ def test_unlimited_sees_the_host(ctrd, rootfs):
 
 
 def test_annotation_turns_it_off(ctrd, rootfs):
-    for note in ("io.containerd.lxcfs.disable=sysinfo", "io.containerd.lxcfs.disable=true",
-                 "io.containerd.lxcfs.files=meminfo"):
-        out = run(ctrd, rootfs, "free; cat /proc/meminfo", "--memory-limit", str(LIMIT),
-                  "--annotation", note)
+    for note in (
+        "io.containerd.lxcfs.disable=sysinfo",
+        "io.containerd.lxcfs.disable=true",
+        "io.containerd.lxcfs.files=meminfo",
+    ):
+        out = run(
+            ctrd,
+            rootfs,
+            "free; cat /proc/meminfo",
+            "--memory-limit",
+            str(LIMIT),
+            "--annotation",
+            note,
+        )
         assert free_total(out) == host_total(), (note, out)
         meminfo_total = int(out.split("MemTotal:")[1].split()[0]) * 1024
         assert meminfo_total == (host_total() if note.endswith("true") else LIMIT), note
@@ -139,28 +181,56 @@ def test_annotation_turns_it_off(ctrd, rootfs):
 
 def test_default_seccomp_profile_still_applies(ctrd, rootfs):
     """containerd's default profile (an allow list): sysinfo is ours, the rest still denied."""
-    out = run(ctrd, rootfs, "free; unshare -U true; echo unshare=$?", "--memory-limit",
-              str(LIMIT), "--seccomp")
+    out = run(
+        ctrd,
+        rootfs,
+        "free; unshare -U true; echo unshare=$?",
+        "--memory-limit",
+        str(LIMIT),
+        "--seccomp",
+    )
     assert free_total(out) == LIMIT, out
     assert "unshare=0" not in out, out
 
 
 def test_user_profile_that_denies(ctrd, rootfs, tmp_path):
     """A profile denying mkdir keeps denying it; one denying sysinfo keeps denying sysinfo."""
-    deny_mkdir = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM}]}
+    deny_mkdir = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM}
+        ],
+    }
     path = tmp_path / "deny-mkdir.json"
     path.write_text(json.dumps(deny_mkdir))
-    out = run(ctrd, rootfs, "free; mkdir /tmp/x; echo mkdir=$?", "--memory-limit", str(LIMIT),
-              "--seccomp", "--seccomp-profile", str(path))
+    out = run(
+        ctrd,
+        rootfs,
+        "free; mkdir /tmp/x; echo mkdir=$?",
+        "--memory-limit",
+        str(LIMIT),
+        "--seccomp",
+        "--seccomp-profile",
+        str(path),
+    )
     assert free_total(out) == LIMIT, out
     assert "mkdir=1" in out, out
 
-    deny_sysinfo = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["sysinfo"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM}]}
+    deny_sysinfo = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["sysinfo"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM}],
+    }
     path.write_text(json.dumps(deny_sysinfo))
-    out = run(ctrd, rootfs, "/bin/probe; echo probe=$?", "--memory-limit", str(LIMIT),
-              "--seccomp", "--seccomp-profile", str(path))
+    out = run(
+        ctrd,
+        rootfs,
+        "/bin/probe; echo probe=$?",
+        "--memory-limit",
+        str(LIMIT),
+        "--seccomp",
+        "--seccomp-profile",
+        str(path),
+    )
     assert f"errno={EPERM}" in out and "probe=1" in out, out
 
 
@@ -173,14 +243,24 @@ def _vmstat(text: str) -> dict[str, int]:
 
 def test_vmstat_and_pressure_are_the_containers(ctrd, rootfs):
     cid = ctrd.new_id("late-files")
-    r = ctrd.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "1000",
-                          ctr_args=("--memory-limit", str(LIMIT)))
+    r = ctrd.run_detached(
+        LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "1000", ctr_args=("--memory-limit", str(LIMIT))
+    )
     try:
         assert r.returncode == 0, r.stderr
         assert ctrd.wait_status(cid, "RUNNING")
-        e = ctrd.ctr("task", "exec", "--exec-id", "e", cid, "/bin/sh", "-c",
-                     "cat /proc/vmstat; echo ==; grep MemFree /proc/meminfo; echo ==;"
-                     " cat /proc/pressure/cpu; echo ==; cat /proc/self/mountinfo", timeout=30)
+        e = ctrd.ctr(
+            "task",
+            "exec",
+            "--exec-id",
+            "e",
+            cid,
+            "/bin/sh",
+            "-c",
+            "cat /proc/vmstat; echo ==; grep MemFree /proc/meminfo; echo ==;"
+            " cat /proc/pressure/cpu; echo ==; cat /proc/self/mountinfo",
+            timeout=30,
+        )
         assert e.returncode == 0, e.stderr
         vmstat, meminfo, pressure, mountinfo = e.stdout.split("==")
         v, host = _vmstat(vmstat), _vmstat(Path("/proc/vmstat").read_text())
@@ -189,17 +269,27 @@ def test_vmstat_and_pressure_are_the_containers(ctrd, rootfs):
         assert abs(v["nr_free_pages"] * os.sysconf("SC_PAGE_SIZE") - free) <= 4 << 20
         assert 0 < v["pgfault"] < host["pgfault"]
         assert pressure.split()[0] == "some" and "full" in pressure
-        for target in ("/proc/vmstat", "/proc/pressure/cpu", "/proc/pressure/memory",
-                       "/proc/pressure/io"):
+        for target in (
+            "/proc/vmstat",
+            "/proc/pressure/cpu",
+            "/proc/pressure/memory",
+            "/proc/pressure/io",
+        ):
             assert f" {target} " in mountinfo, mountinfo
     finally:
         ctrd.force_remove(cid)
 
 
 def test_vmstat_opt_out(ctrd, rootfs):
-    out = run(ctrd, rootfs, "grep -c . /proc/vmstat; grep -c fuse /proc/self/mountinfo",
-              "--memory-limit", str(LIMIT), "--annotation",
-              "io.containerd.lxcfs.disable=vmstat,pressure-cpu,pressure-memory,pressure-io")
+    out = run(
+        ctrd,
+        rootfs,
+        "grep -c . /proc/vmstat; grep -c fuse /proc/self/mountinfo",
+        "--memory-limit",
+        str(LIMIT),
+        "--annotation",
+        "io.containerd.lxcfs.disable=vmstat,pressure-cpu,pressure-memory,pressure-io",
+    )
     lines, fuse = map(int, out.split())
     assert lines == len(Path("/proc/vmstat").read_text().splitlines())
     assert fuse == 9  # the files runc binds, not the four late ones

@@ -32,8 +32,8 @@ from betterproto.lib.google.protobuf import Empty as _Empty
 from harness import LXCFS_RUNTIME, SHIM_SOCKET_DIR, parse_meminfo, shim_hash, wait_until
 
 from protos.gen.containerd.task import v2 as api
-from shim.errors import Code, RpcError
-from shim.ttrpc.client import TtrpcClient
+from shim.transport.errors import Code, RpcError
+from shim.transport.ttrpc.client import TtrpcClient
 
 pytestmark = pytest.mark.e2e
 
@@ -51,11 +51,13 @@ def _lines(stderr: str) -> list[str]:
 @pytest.fixture
 def running(containerd, busybox_rootfs, runtime, cid):
     """A detached `sleep` task (RUNNING) of `runtime`; returns its id."""
+
     def start(*ctr_args: str, cmd: tuple[str, ...] = ("/bin/sleep", "1000")) -> str:
         r = containerd.run_detached(runtime, busybox_rootfs, cid, *cmd, ctr_args=ctr_args)
         assert r.returncode == 0, _explain(r)
         assert containerd.wait_status(cid, "RUNNING", timeout=20), containerd.tasks()
         return cid
+
     return start
 
 
@@ -76,8 +78,12 @@ class Events:
     def __init__(self, containerd):
         self._proc = subprocess.Popen(
             [containerd.ctr_bin, "--address", containerd.address, "events"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            text=True, env=containerd.env)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=containerd.env,
+        )
         time.sleep(0.5)  # subscribed
         self.lines: list[str] = []
 
@@ -97,15 +103,23 @@ class Events:
         return out
 
 
-def ctr_tty(containerd, *args: str, input: bytes = b"", rows: int = 30, cols: int = 100,
-            timeout: float = 60) -> tuple[int, str]:
+def ctr_tty(
+    containerd, *args: str, input: bytes = b"", rows: int = 30, cols: int = 100, timeout: float = 60
+) -> tuple[int, str]:
     """Run ctr with a pty (rows x cols) as its stdio, like a user at a terminal."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    cmd = [containerd.ctr_bin, "--address", containerd.address, "--namespace",
-           containerd.namespace, *args]
-    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=containerd.env,
-                            start_new_session=True)
+    cmd = [
+        containerd.ctr_bin,
+        "--address",
+        containerd.address,
+        "--namespace",
+        containerd.namespace,
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdin=slave, stdout=slave, stderr=slave, env=containerd.env, start_new_session=True
+    )
     os.close(slave)
     out = bytearray()
     deadline = time.monotonic() + timeout
@@ -139,8 +153,9 @@ def shim_call(containerd, cid: str, method: str, request, response_type=None):
     async def call():
         async with TtrpcClient.connect(path) as client:
             try:
-                return await client.call(containerd.task_service, method, request,
-                                         response_type or _Empty, timeout=30)
+                return await client.call(
+                    containerd.task_service, method, request, response_type or _Empty, timeout=30
+                )
             except RpcError as e:
                 return e
 
@@ -157,15 +172,23 @@ def _memory_cgroup(containerd, cid: str) -> Path:
 def test_exec_stdio_exit_code_and_events(containerd, runtime, running):
     cid = running()
     events = Events(containerd)
-    r = containerd.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/sh", "-c",
-                       "echo out; echo err >&2; exit 3", timeout=30)
+    r = containerd.ctr(
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        cid,
+        "/bin/sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+        timeout=30,
+    )
     events.stop()
     assert r.returncode == 3, _explain(r)
     assert r.stdout == "out\n", _explain(r)
     assert _lines(r.stderr) == ["err"], _explain(r)
     topics = events.topics(cid)
-    assert topics[:3] == ["/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"], \
-        events.lines
+    assert topics[:3] == ["/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"], events.lines
     # the exec is gone (ctr deleted it): the id can be reused
     r = containerd.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/true", timeout=30)
     assert r.returncode == 0, _explain(r)
@@ -175,8 +198,16 @@ def test_exec_stdio_exit_code_and_events(containerd, runtime, running):
 def test_exec_stdin_reaches_process_and_closeio_ends_it(containerd, runtime, running):
     """ctr exec copies stdin and calls CloseIO at EOF: `cat` sees EOF and exits."""
     cid = running()
-    r = containerd.ctr("task", "exec", "--exec-id", "cat", cid, "/bin/cat",
-                       input="line one\nline two\n", timeout=30)
+    r = containerd.ctr(
+        "task",
+        "exec",
+        "--exec-id",
+        "cat",
+        cid,
+        "/bin/cat",
+        input="line one\nline two\n",
+        timeout=30,
+    )
     assert r.returncode == 0, _explain(r)
     assert r.stdout == "line one\nline two\n", _explain(r)
     _stop(containerd, cid)
@@ -184,8 +215,20 @@ def test_exec_stdin_reaches_process_and_closeio_ends_it(containerd, runtime, run
 
 def test_exec_tty_and_resize(containerd, runtime, running):
     cid = running()
-    code, out = ctr_tty(containerd, "task", "exec", "-t", "--exec-id", "t1", cid,
-                        "/bin/sh", "-c", "tty; sleep 1; stty size; exit 5", rows=33, cols=111)
+    code, out = ctr_tty(
+        containerd,
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "t1",
+        cid,
+        "/bin/sh",
+        "-c",
+        "tty; sleep 1; stty size; exit 5",
+        rows=33,
+        cols=111,
+    )
     assert code == 5, out
     assert "/dev/pts/" in out, out
     assert "33 111" in out, out
@@ -194,16 +237,18 @@ def test_exec_tty_and_resize(containerd, runtime, running):
 
 def test_exec_duplicate_id_and_listing(containerd, runtime, running):
     cid = running()
-    r = containerd.ctr("task", "exec", "-d", "--exec-id", "dup", cid, "/bin/sleep", "1000",
-                       timeout=30)
+    r = containerd.ctr(
+        "task", "exec", "-d", "--exec-id", "dup", cid, "/bin/sleep", "1000", timeout=30
+    )
     assert r.returncode == 0, _explain(r)
     r = containerd.ctr("task", "exec", "-d", "--exec-id", "dup", cid, "/bin/true", timeout=30)
     assert r.returncode != 0 and "already exists" in r.stderr, _explain(r)
     # Pids marks the exec's pid with its exec id (ProcessDetails)
     r = containerd.ctr("task", "ps", cid, timeout=30)
     assert r.returncode == 0 and "dup" in r.stdout, _explain(r)
-    reply = shim_call(containerd, cid, "State", api.StateRequest(id=cid, exec_id="dup"),
-                      api.StateResponse)
+    reply = shim_call(
+        containerd, cid, "State", api.StateRequest(id=cid, exec_id="dup"), api.StateResponse
+    )
     assert not isinstance(reply, RpcError), reply
     assert reply.status == 2 and reply.pid > 0  # RUNNING
     # the init's exit comes after its exec's exit
@@ -215,16 +260,40 @@ def test_exec_duplicate_id_and_listing(containerd, runtime, running):
 
 
 def test_run_tty(containerd, busybox_rootfs, runtime, cid):
-    code, out = ctr_tty(containerd, "run", "--rm", "-t", "--runtime", runtime, "--rootfs",
-                        str(busybox_rootfs), cid, "/bin/sh", "-c",
-                        "tty; sleep 1; stty size; exit 4", rows=25, cols=90)
+    code, out = ctr_tty(
+        containerd,
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        runtime,
+        "--rootfs",
+        str(busybox_rootfs),
+        cid,
+        "/bin/sh",
+        "-c",
+        "tty; sleep 1; stty size; exit 4",
+        rows=25,
+        cols=90,
+    )
     assert code == 4, out
     assert "/dev/pts/0" in out and "25 90" in out, out
 
 
 def test_run_tty_interactive_input(containerd, busybox_rootfs, runtime, cid):
-    code, out = ctr_tty(containerd, "run", "--rm", "-t", "--runtime", runtime, "--rootfs",
-                        str(busybox_rootfs), cid, "/bin/sh", input=b"echo hel''lo; exit 6\n")
+    code, out = ctr_tty(
+        containerd,
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        runtime,
+        "--rootfs",
+        str(busybox_rootfs),
+        cid,
+        "/bin/sh",
+        input=b"echo hel''lo; exit 6\n",
+    )
     assert code == 6, out
     assert "hello" in out, out
 
@@ -253,9 +322,13 @@ def test_pause_resume(containerd, runtime, running):
 
 def _update_memory(containerd, cid: str, limit: int):
     resources = {"memory": {"limit": limit}}
-    req = api.UpdateTaskRequest(id=cid, resources=AnyMsg(
-        type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
-        value=json.dumps(resources).encode()))
+    req = api.UpdateTaskRequest(
+        id=cid,
+        resources=AnyMsg(
+            type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+            value=json.dumps(resources).encode(),
+        ),
+    )
     return shim_call(containerd, cid, "Update", req)
 
 
@@ -264,8 +337,9 @@ def test_update_memory_limit(containerd, runtime, running):
     reply = _update_memory(containerd, cid, 128 * MiB)
     assert not isinstance(reply, RpcError), reply
     assert cgroup_paths.memory_limit(_memory_cgroup(containerd, cid)) == 128 * MiB
-    r = containerd.ctr("task", "exec", "--exec-id", "mi", cid, "/bin/cat", "/proc/meminfo",
-                       timeout=30)
+    r = containerd.ctr(
+        "task", "exec", "--exec-id", "mi", cid, "/bin/cat", "/proc/meminfo", timeout=30
+    )
     assert r.returncode == 0, _explain(r)
     total = parse_meminfo(r.stdout)["MemTotal"]
     if runtime == LXCFS_RUNTIME:
@@ -300,8 +374,15 @@ def test_metrics(containerd, runtime, running):
 def test_oom_event(containerd, busybox_rootfs, runtime, cid):
     events = Events(containerd)
     # `tail` keeps the last 10 lines; /dev/zero has no newline, so its one line grows forever
-    r = containerd.run(runtime, busybox_rootfs, cid, "/bin/tail", "/dev/zero",
-                       ctr_args=("--memory-limit", str(32 * MiB)), timeout=120)
+    r = containerd.run(
+        runtime,
+        busybox_rootfs,
+        cid,
+        "/bin/tail",
+        "/dev/zero",
+        ctr_args=("--memory-limit", str(32 * MiB)),
+        timeout=120,
+    )
     events.stop()
     assert r.returncode == 137, _explain(r)
     assert "/tasks/oom" in events.topics(cid), events.lines
@@ -312,8 +393,15 @@ def test_oom_event(containerd, busybox_rootfs, runtime, cid):
 
 def test_file_log_uri(containerd, busybox_rootfs, runtime, cid, tmp_path):
     log = tmp_path / "sub" / "ctr.log"
-    r = containerd.run(runtime, busybox_rootfs, cid, "/bin/sh", "-c",
-                       "echo to-out; echo to-err >&2", ctr_args=("--log-uri", f"file://{log}"))
+    r = containerd.run(
+        runtime,
+        busybox_rootfs,
+        cid,
+        "/bin/sh",
+        "-c",
+        "echo to-out; echo to-err >&2",
+        ctr_args=("--log-uri", f"file://{log}"),
+    )
     assert r.returncode == 0, _explain(r)
 
     def lines() -> list[str]:
@@ -347,10 +435,17 @@ def test_binary_log_uri(containerd, busybox_rootfs, runtime, cid, tmp_path):
     logger = tmp_path / "logger.sh"
     logger.write_text(LOGGER.format(dir=tmp_path))
     logger.chmod(0o755)
-    r = containerd.run(runtime, busybox_rootfs, cid, "/bin/sh", "-c",
-                       "echo to-out; echo to-err >&2",
-                       ctr_args=("--log-uri", f"binary://{logger}?level=debug&flag="))
+    r = containerd.run(
+        runtime,
+        busybox_rootfs,
+        cid,
+        "/bin/sh",
+        "-c",
+        "echo to-out; echo to-err >&2",
+        ctr_args=("--log-uri", f"binary://{logger}?level=debug&flag="),
+    )
     assert r.returncode == 0, _explain(r)
+
     def logged(name: str) -> str:
         with contextlib.suppress(OSError):
             return (tmp_path / name).read_text()
@@ -395,8 +490,7 @@ def test_runc_options_binary_and_root(containerd, busybox_rootfs, runtime, cid, 
 
 
 @pytest.mark.parametrize("runtime", [LXCFS_RUNTIME], ids=["lxcfs"])
-def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runtime, cid,
-                                                tmp_path):
+def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runtime, cid, tmp_path):
     """ShimCgroup / NoNewKeyring: ctr 1.6 has no flags for them, so only the TOML route
     (what CRI uses for a non-runc runtime) reaches a shim; runc.v2 cannot be driven so.
     On 2.3+ the options arrive inside BootstrapParams (field 8)."""
@@ -410,13 +504,18 @@ def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runt
     for d in dirs:
         d.mkdir(exist_ok=True)
     config = tmp_path / "runtime.toml"
-    config.write_text(f'BinaryName = "{wrapper}"\nShimCgroup = "/{group}"\n'
-                      'NoNewKeyring = true\n')
+    config.write_text(f'BinaryName = "{wrapper}"\nShimCgroup = "/{group}"\nNoNewKeyring = true\n')
     try:
-        r = containerd.run_detached(runtime, busybox_rootfs, cid, "/bin/sleep", "1000",
-                                    ctr_args=("--runtime-config-path", str(config)))
+        r = containerd.run_detached(
+            runtime,
+            busybox_rootfs,
+            cid,
+            "/bin/sleep",
+            "1000",
+            ctr_args=("--runtime-config-path", str(config)),
+        )
         assert r.returncode == 0, _explain(r)
-        (shim_pid, _), = containerd.shim_processes(cid)
+        ((shim_pid, _),) = containerd.shim_processes(cid)
         own = Path(f"/proc/{shim_pid}/cgroup").read_text()
         assert cgroup_paths.in_cgroup(shim_pid, group, "memory"), own
         assert "--no-new-keyring" in calls.read_text()
@@ -429,25 +528,32 @@ def test_runtime_config_shim_cgroup_and_keyring(containerd, busybox_rootfs, runt
                 d.rmdir()
 
 
-def test_io_uid_gid_own_the_containers_stdio(containerd, busybox_rootfs, runtime, cid,
-                                            tmp_path):
+def test_io_uid_gid_own_the_containers_stdio(containerd, busybox_rootfs, runtime, cid, tmp_path):
     """IoUid/IoGid: runc.v2 chowns the pipes it gives the container; we chown containerd's
     FIFOs, which the container gets directly. runc then sets the owner to the process user
     (root here) and keeps the group, so both show 0:100000. ctr 1.6 reaches runc.v2's
     Options through --uidmap/--gidmap (it sets IoUid/IoGid from them; with --rootfs it creates
     no user namespace), ours through the runtime-options TOML."""
     if runtime != LXCFS_RUNTIME and containerd.version >= (1, 7, 0):
-        pytest.skip("ctr 1.7+ applies --uidmap (and so IoUid/IoGid) only to image snapshots, "
-                    "not --rootfs, and sends runc.v2 no runtime-options TOML: no ctr route")
+        pytest.skip(
+            "ctr 1.7+ applies --uidmap (and so IoUid/IoGid) only to image snapshots, "
+            "not --rootfs, and sends runc.v2 no runtime-options TOML: no ctr route"
+        )
     if runtime == LXCFS_RUNTIME:
         config = tmp_path / "runtime.toml"
         config.write_text("IoUid = 100000\nIoGid = 100000\n")
         args: tuple[str, ...] = ("--runtime-config-path", str(config))
     else:
         args = ("--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536")
-    r = containerd.run(runtime, busybox_rootfs, cid, "/bin/sh", "-c",
-                       "for f in 0 1 2; do stat -L -c %u:%g /proc/self/fd/$f; done",
-                       ctr_args=args)
+    r = containerd.run(
+        runtime,
+        busybox_rootfs,
+        cid,
+        "/bin/sh",
+        "-c",
+        "for f in 0 1 2; do stat -L -c %u:%g /proc/self/fd/$f; done",
+        ctr_args=args,
+    )
     assert r.returncode == 0, _explain(r)
     assert r.stdout.split() == ["0:100000"] * 3, _explain(r)
 
@@ -460,8 +566,9 @@ def test_grouping_by_sandbox_annotation(containerd, busybox_rootfs, runtime, cid
     ann = ("--annotation", f"io.kubernetes.cri.sandbox-id={cid}")
     try:
         for c in (cid, other):
-            r = containerd.run_detached(runtime, busybox_rootfs, c, "/bin/sleep", "1000",
-                                        ctr_args=ann)
+            r = containerd.run_detached(
+                runtime, busybox_rootfs, c, "/bin/sleep", "1000", ctr_args=ann
+            )
             assert r.returncode == 0, _explain(r)
         shims = containerd.shim_processes()
         ours = [s for s in shims if cid in s[1] or other in s[1]]
@@ -485,8 +592,9 @@ def test_containerd_restart_keeps_tasks(containerd, runtime, running):
     containerd.stop()
     containerd.start()
     assert containerd.tasks().get(cid) == (pid, "RUNNING"), containerd.tasks()
-    r = containerd.ctr("task", "exec", "--exec-id", "after", cid, "/bin/sh", "-c", "exit 9",
-                       timeout=30)
+    r = containerd.ctr(
+        "task", "exec", "--exec-id", "after", cid, "/bin/sh", "-c", "exit 9", timeout=30
+    )
     assert r.returncode == 9, _explain(r)
     assert _stop(containerd, cid) == 137
 
@@ -522,8 +630,7 @@ def test_checkpoint_as_runc_v2_on_this_machine(containerd, runtime, running, tmp
     shims, with criu's error, and the task keeps running."""
     cid = running()
     probe = subprocess.run(["criu", "check"], capture_output=True, text=True, timeout=30)
-    r = containerd.ctr("task", "checkpoint", "--image-path", str(tmp_path / "img"), cid,
-                       timeout=60)
+    r = containerd.ctr("task", "checkpoint", "--image-path", str(tmp_path / "img"), cid, timeout=60)
     if probe.returncode == 0:
         assert r.returncode == 0, _explain(r)
     else:
@@ -543,20 +650,31 @@ def test_error_codes(containerd, runtime, running):
         return reply.code if isinstance(reply, RpcError) else Code.OK
 
     assert code("State", api.StateRequest(id="nope"), api.StateResponse) == Code.NOT_FOUND
-    assert code("State", api.StateRequest(id=cid, exec_id="nope"),
-                api.StateResponse) == Code.NOT_FOUND
+    assert (
+        code("State", api.StateRequest(id=cid, exec_id="nope"), api.StateResponse) == Code.NOT_FOUND
+    )
     assert code("Kill", api.KillRequest(id=cid, exec_id="nope", signal=9)) == Code.NOT_FOUND
     assert code("Start", api.StartRequest(id=cid), api.StartResponse) == Code.UNKNOWN
     assert code("Delete", api.DeleteRequest(id=cid), api.DeleteResponse) == Code.UNKNOWN
     assert code("Resume", api.ResumeRequest(id=cid)) == Code.UNKNOWN
-    spec = AnyMsg(type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
-                  value=json.dumps({"args": ["/bin/sleep", "1000"], "cwd": "/",
-                                    "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}}).encode())
+    spec = AnyMsg(
+        type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
+        value=json.dumps(
+            {
+                "args": ["/bin/sleep", "1000"],
+                "cwd": "/",
+                "env": ["PATH=/bin"],
+                "user": {"uid": 0, "gid": 0},
+            }
+        ).encode(),
+    )
     assert code("Exec", api.ExecProcessRequest(id=cid, exec_id="x", spec=spec)) == Code.OK
-    assert code("Exec", api.ExecProcessRequest(id=cid, exec_id="x", spec=spec)) == \
-        Code.ALREADY_EXISTS
-    reply = shim_call(containerd, cid, "State", api.StateRequest(id=cid, exec_id="x"),
-                      api.StateResponse)
+    assert (
+        code("Exec", api.ExecProcessRequest(id=cid, exec_id="x", spec=spec)) == Code.ALREADY_EXISTS
+    )
+    reply = shim_call(
+        containerd, cid, "State", api.StateRequest(id=cid, exec_id="x"), api.StateResponse
+    )
     assert reply.status == 1  # CREATED
     assert code("Delete", api.DeleteRequest(id=cid, exec_id="x"), api.DeleteResponse) == Code.OK
     # after the init exited: exec start is a failed precondition, kill is not found
@@ -565,17 +683,20 @@ def test_error_codes(containerd, runtime, running):
     assert containerd.wait_status(cid, "STOPPED", timeout=20)
     # containerd 1.6.20's runc.v2 lets runc refuse ("cannot exec in a stopped container",
     # Unknown); newer shims answer FailedPrecondition first. Either is an error, never a pid.
-    late = shim_call(containerd, cid, "Start", api.StartRequest(id=cid, exec_id="late"),
-                     api.StartResponse)
+    late = shim_call(
+        containerd, cid, "Start", api.StartRequest(id=cid, exec_id="late"), api.StartResponse
+    )
     assert isinstance(late, RpcError), late
     assert late.code in (Code.UNKNOWN, Code.FAILED_PRECONDITION), late
     assert code("Kill", api.KillRequest(id=cid, signal=9)) == Code.NOT_FOUND
-    assert code("Update", api.UpdateTaskRequest(id=cid, resources=AnyMsg(
-        type_url="x", value=b"{}"))) == Code.UNKNOWN
+    assert (
+        code("Update", api.UpdateTaskRequest(id=cid, resources=AnyMsg(type_url="x", value=b"{}")))
+        == Code.UNKNOWN
+    )
     assert code("Pause", api.PauseRequest(id=cid)) == Code.UNKNOWN
     with contextlib.suppress(Exception):
-        shim_call(containerd, cid, "Delete", api.DeleteRequest(id=cid, exec_id="late"),
-                  api.DeleteResponse)
+        shim_call(
+            containerd, cid, "Delete", api.DeleteRequest(id=cid, exec_id="late"), api.DeleteResponse
+        )
     assert containerd.delete_task(cid) == 137
     containerd.ctr("container", "rm", cid, timeout=30)
-

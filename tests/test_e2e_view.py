@@ -18,8 +18,17 @@ pytestmark = pytest.mark.e2e
 LIMIT = 256 * 1024 * 1024
 NCPU = os.cpu_count() or 1
 SEP = "=====8<====="
-FILES = ["/proc/meminfo", "/proc/cpuinfo", "/proc/stat", "/proc/uptime", "/proc/loadavg",
-         "/proc/diskstats", "/proc/swaps", "/proc/slabinfo", "/sys/devices/system/cpu/online"]
+FILES = [
+    "/proc/meminfo",
+    "/proc/cpuinfo",
+    "/proc/stat",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/diskstats",
+    "/proc/swaps",
+    "/proc/slabinfo",
+    "/sys/devices/system/cpu/online",
+]
 
 
 def read(path: str) -> str:
@@ -46,8 +55,9 @@ def split_files(out: str) -> dict[str, str]:
 
 def exec_sh(containerd, cid: str, script: str, timeout: float = 30):
     eid = f"x{time.monotonic_ns() % 10**9}"
-    return containerd.ctr("task", "exec", "--exec-id", eid, cid, "/bin/sh", "-c", script,
-                          timeout=timeout)
+    return containerd.ctr(
+        "task", "exec", "--exec-id", eid, cid, "/bin/sh", "-c", script, timeout=timeout
+    )
 
 
 def cgroup_dir(pid: int, controller: str) -> str:
@@ -173,19 +183,24 @@ def test_view_survives_an_aborted_fuse_connection(containerd, limited, fusectl):
         files = split_files(r.stdout)
         # recovered = every file answers with its content (right after the remount a read
         # can still see the new session's first, empty sizing: that is part of recovering)
-        if (r.returncode == 0 and set(files) == set(FILES)
-                and "MemTotal" in parse_meminfo(files["/proc/meminfo"])):
+        if (
+            r.returncode == 0
+            and set(files) == set(FILES)
+            and "MemTotal" in parse_meminfo(files["/proc/meminfo"])
+        ):
             break
-        assert time.monotonic() < deadline, (
-            f"view did not come back:\n{_explain(r)}" + _shim_log(containerd, "procfs"))
+        assert time.monotonic() < deadline, f"view did not come back:\n{_explain(r)}" + _shim_log(
+            containerd, "procfs"
+        )
         time.sleep(0.5)
     assert parse_meminfo(files["/proc/meminfo"])["MemTotal"] == LIMIT // 1024
     assert files["/sys/devices/system/cpu/online"] == "0\n"
     new = _fuse_conn_of(pid, "/proc/meminfo")
     assert new != conn
     # exactly one FUSE mount per file again (the stale one is gone), still read-only
-    lines = [ln for ln in read(f"/proc/{pid}/mountinfo").splitlines()
-             if ln.split()[4] == "/proc/meminfo"]
+    lines = [
+        ln for ln in read(f"/proc/{pid}/mountinfo").splitlines() if ln.split()[4] == "/proc/meminfo"
+    ]
     assert len([ln for ln in lines if " - fuse" in ln]) == 1, lines
     fuse_line = next(ln for ln in lines if " - fuse" in ln)
     assert "ro" in fuse_line.split()[5].split(","), fuse_line
@@ -202,8 +217,11 @@ def lxcfs(tmp_path):
     """Real lxcfs (Debian 5.0.3) on a private mountpoint, `--enable-cfs -l` as the issue asks."""
     mnt = tmp_path / "lxcfs"
     mnt.mkdir()
-    proc = subprocess.Popen(["lxcfs", "-f", "--enable-cfs", "-l", "-p", str(tmp_path / "pid"),
-                             str(mnt)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["lxcfs", "-f", "--enable-cfs", "-l", "-p", str(tmp_path / "pid"), str(mnt)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 10
         while not os.path.exists(mnt / "proc/meminfo"):
@@ -227,12 +245,12 @@ LXCFS_V2_GAPS = {
     "meminfo SReclaimable": "lxcfs 5.0.3: 0 on v2; ours: memory.stat slab_reclaimable",
     "meminfo SUnreclaim": "lxcfs 5.0.3: 0 on v2; ours: memory.stat slab_unreclaimable",
     "stat cpu rows": "lxcfs 5.0.3 passes the host's /proc/stat through on v2: every host CPU, "
-                     "no quota applied (lxc/lxcfs#593)",
+    "no quota applied (lxc/lxcfs#593)",
     "stat cpu user+system": "lxcfs 5.0.3 shows the host's CPU time on v2 (lxc/lxcfs#593)",
     "stat cpu0 user+system": "lxcfs 5.0.3 shows the host's CPU time on v2 (lxc/lxcfs#593)",
     "uptime idle": "lxcfs 5.0.3 on v2 printed idle = uptime, no CPU time subtracted (seen in "
-                   "the guest: '9.77 9.77' while the container had used 0.8 s; ours "
-                   "'9.46 8.65')",
+    "the guest: '9.77 9.77' while the container had used 0.8 s; ours "
+    "'9.46 8.65')",
 }
 
 
@@ -242,13 +260,25 @@ def _kv(text: str) -> dict[str, str]:
 
 @pytest.mark.one_containerd  # compares our renderers with the lxcfs daemon: no containerd part
 def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
-    start(containerd, busybox_rootfs, cid, "--memory-limit", str(LIMIT), "--cpus", "0.5",
-          "--mount", f"type=bind,src={lxcfs},dst=/lxcfs,options=rbind:ro")
+    start(
+        containerd,
+        busybox_rootfs,
+        cid,
+        "--memory-limit",
+        str(LIMIT),
+        "--cpus",
+        "0.5",
+        "--mount",
+        f"type=bind,src={lxcfs},dst=/lxcfs,options=rbind:ro",
+    )
     try:
         # the sampler of each side needs a few rounds before load averages mean anything
         time.sleep(6)
-        script = cat_all(FILES) + "; " + cat_all(["/lxcfs" + f for f in FILES[:7]]
-                                                   + ["/lxcfs/sys/devices/system/cpu/online"])
+        script = (
+            cat_all(FILES)
+            + "; "
+            + cat_all(["/lxcfs" + f for f in FILES[:7]] + ["/lxcfs/sys/devices/system/cpu/online"])
+        )
         r = exec_sh(containerd, cid, script)
         files = split_files(r.stdout)
 
@@ -272,16 +302,42 @@ def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
 
     def differs(what: str, ours_v, theirs_v) -> None:
         gap = LXCFS_V2_GAPS.get(what) if v2 else None
-        (gaps if gap else bad).append(f"{what}: ours {ours_v}, lxcfs {theirs_v}"
-                                      + (f" -- {gap}" if gap else ""))
+        (gaps if gap else bad).append(
+            f"{what}: ours {ours_v}, lxcfs {theirs_v}" + (f" -- {gap}" if gap else "")
+        )
 
-    for key in ("MemTotal", "SwapTotal", "SwapFree", "Buffers", "SwapCached", "Slab",
-                "SReclaimable", "SUnreclaim", "ShmemHugePages", "ShmemPmdMapped"):
+    for key in (
+        "MemTotal",
+        "SwapTotal",
+        "SwapFree",
+        "Buffers",
+        "SwapCached",
+        "Slab",
+        "SReclaimable",
+        "SUnreclaim",
+        "ShmemHugePages",
+        "ShmemPmdMapped",
+    ):
         if mo[key] != mt[key]:
             differs(f"meminfo {key}", mo[key], mt[key])
-    for key in ("MemFree", "MemAvailable", "Cached", "Active", "Inactive", "Active(anon)",
-                "Inactive(anon)", "Active(file)", "Inactive(file)", "Unevictable", "Dirty",
-                "Writeback", "AnonPages", "Mapped", "Shmem", "AnonHugePages"):
+    for key in (
+        "MemFree",
+        "MemAvailable",
+        "Cached",
+        "Active",
+        "Inactive",
+        "Active(anon)",
+        "Inactive(anon)",
+        "Active(file)",
+        "Inactive(file)",
+        "Unevictable",
+        "Dirty",
+        "Writeback",
+        "AnonPages",
+        "Mapped",
+        "Shmem",
+        "AnonHugePages",
+    ):
         if abs(mo[key] - mt[key]) > 2048:
             differs(f"meminfo {key}", mo[key], mt[key])
 
@@ -294,20 +350,26 @@ def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
     # lxcfs's cpuview starts every column at 0 on its first read (idle included) and keeps
     # host btime/processes/procs_*: we deliberately differ there (see README).
     def cpu_rows(text: str) -> dict[str, list[int]]:
-        return {ln.split()[0]: [int(v) for v in ln.split()[1:]]
-                for ln in text.splitlines() if ln.startswith("cpu")}
+        return {
+            ln.split()[0]: [int(v) for v in ln.split()[1:]]
+            for ln in text.splitlines()
+            if ln.startswith("cpu")
+        }
+
     so, st = cpu_rows(ours["/proc/stat"]), cpu_rows(theirs["/proc/stat"])
     assert list(so) == ["cpu", "cpu0"], ours["/proc/stat"]
     if list(st) != list(so):
         differs("stat cpu rows", list(so), list(st))
     for name in (n for n in so if n in st):
         if abs(so[name][0] + so[name][2] - st[name][0] - st[name][2]) > 10:
-            differs(f"stat {name} user+system", so[name][0] + so[name][2],
-                    st[name][0] + st[name][2])
+            differs(
+                f"stat {name} user+system", so[name][0] + so[name][2], st[name][0] + st[name][2]
+            )
     so_kv = dict(ln.split(None, 1) for ln in ours["/proc/stat"].splitlines())
     st_kv = dict(ln.split(None, 1) for ln in theirs["/proc/stat"].splitlines())
     assert {k for k in so_kv if not k.startswith("cpu")} == {
-        k for k in st_kv if not k.startswith("cpu")}
+        k for k in st_kv if not k.startswith("cpu")
+    }
     assert int(so_kv["btime"]) > int(st_kv["btime"])  # container boot vs host boot
 
     # uptime: both from the init's start time, read a few ms apart: ±1 s; one visible CPU,
@@ -323,8 +385,10 @@ def test_parity_with_lxcfs(containerd, busybox_rootfs, cid, lxcfs):
     # counts within 2 (the readers come and go); last pid: ours is the container's
     # pid-namespace number, lxcfs leaks the host's (deliberate difference).
     lo, lt = ours["/proc/loadavg"].split(), theirs["/proc/loadavg"].split()
-    if any(abs(float(a) - float(b)) > 0.1 for a, b in zip(lo[:3], lt[:3], strict=True)) or \
-            abs(int(lo[3].split("/")[1]) - int(lt[3].split("/")[1])) > 2:
+    if (
+        any(abs(float(a) - float(b)) > 0.1 for a, b in zip(lo[:3], lt[:3], strict=True))
+        or abs(int(lo[3].split("/")[1]) - int(lt[3].split("/")[1])) > 2
+    ):
         differs("loadavg", ours["/proc/loadavg"], theirs["/proc/loadavg"])
     assert int(lo[4]) < int(lt[4])
 

@@ -25,8 +25,16 @@ pytestmark = pytest.mark.e2e
 
 LIMIT = 256 * 1024 * 1024
 READERS = 8
-FILES = ["/proc/loadavg", "/proc/stat", "/proc/uptime", "/proc/meminfo", "/proc/swaps",
-         "/proc/cpuinfo", "/proc/vmstat", "/sys/devices/system/cpu/online"]
+FILES = [
+    "/proc/loadavg",
+    "/proc/stat",
+    "/proc/uptime",
+    "/proc/meminfo",
+    "/proc/swaps",
+    "/proc/cpuinfo",
+    "/proc/vmstat",
+    "/sys/devices/system/cpu/online",
+]
 # (/proc/diskstats is legitimately empty in a container that did no block IO.)
 #: Reader kinds; {f} is the file. Each prints the file's bytes exactly as read.
 METHODS = {
@@ -90,27 +98,59 @@ def _problem(f: str, text: str, reference: str) -> str | None:
 
 
 def _exec_popen(containerd, cid: str, eid: str, script: str) -> subprocess.Popen:
-    cmd = [containerd.ctr_bin, "--address", containerd.address, "--namespace",
-           containerd.namespace, "task", "exec", "--exec-id", eid, cid, "/bin/sh", "-c", script]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=containerd.env)
+    cmd = [
+        containerd.ctr_bin,
+        "--address",
+        containerd.address,
+        "--namespace",
+        containerd.namespace,
+        "task",
+        "exec",
+        "--exec-id",
+        eid,
+        cid,
+        "/bin/sh",
+        "-c",
+        script,
+    ]
+    return subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=containerd.env,
+    )
 
 
 def test_every_read_is_one_whole_rendering(containerd, busybox_rootfs, cid):
     rounds = int(os.environ.get("VIEW_INTEGRITY_ROUNDS", "25"))
-    r = containerd.run_detached(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/sleep", "1000",
-                                ctr_args=("--memory-limit", str(LIMIT), "--cpus", "1"))
+    r = containerd.run_detached(
+        LXCFS_RUNTIME,
+        busybox_rootfs,
+        cid,
+        "/bin/sleep",
+        "1000",
+        ctr_args=("--memory-limit", str(LIMIT), "--cpus", "1"),
+    )
     assert r.returncode == 0, r.stderr
     try:
         assert containerd.wait_status(cid, "RUNNING", timeout=20), containerd.tasks()
-        ref = containerd.ctr("task", "exec", "--exec-id", "ref", cid, "/bin/sh", "-c",
-                             "; ".join(f"echo '{BEGIN}{f} ref'; cat {f}; echo '{END}'"
-                                       for f in FILES), timeout=30)
+        ref = containerd.ctr(
+            "task",
+            "exec",
+            "--exec-id",
+            "ref",
+            cid,
+            "/bin/sh",
+            "-c",
+            "; ".join(f"echo '{BEGIN}{f} ref'; cat {f}; echo '{END}'" for f in FILES),
+            timeout=30,
+        )
         assert ref.returncode == 0, ref.stderr
         reference = {f: text for f, _, text in _reads(ref.stdout)}
 
-        procs = [_exec_popen(containerd, cid, f"rd{i}", _script(rounds))
-                 for i in range(READERS)]
+        procs = [_exec_popen(containerd, cid, f"rd{i}", _script(rounds)) for i in range(READERS)]
         # drained together: a reader whose output nobody reads blocks in mid-sendfile (legit,
         # but then it holds its file's length for up to view.GRACE, freezing the others)
         with concurrent.futures.ThreadPoolExecutor(READERS) as pool:
@@ -132,7 +172,8 @@ def test_every_read_is_one_whole_rendering(containerd, busybox_rootfs, cid):
     print("reads per file:", dict(count))
     assert not bad, "cut/empty/garbled reads: " + "; ".join(
         f"{f} {m} {why} x{n} (e.g. {examples[(f, m, why)]!r})"
-        for (f, m, why), n in bad.most_common())
+        for (f, m, why), n in bad.most_common()
+    )
     assert min(count.values()) >= READERS * rounds * 3
 
 
@@ -159,8 +200,14 @@ def test_recovery_never_shows_host_values(containerd, busybox_rootfs, cid, tmp_p
     poller = tmp_path / "vpoll"
     src = os.path.join(os.path.dirname(__file__), "..", "bench", "poller.c")
     subprocess.run(["gcc", "-static", "-O2", "-o", str(poller), src], check=True)
-    r = containerd.run_detached(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/sleep", "1000",
-                                ctr_args=("--memory-limit", str(LIMIT)))
+    r = containerd.run_detached(
+        LXCFS_RUNTIME,
+        busybox_rootfs,
+        cid,
+        "/bin/sleep",
+        "1000",
+        ctr_args=("--memory-limit", str(LIMIT)),
+    )
     assert r.returncode == 0, r.stderr
     ctl = FUSECTL
     own_ctl = not os.path.exists(f"{FUSECTL}/") or not os.listdir(FUSECTL)
@@ -175,8 +222,12 @@ def test_recovery_never_shows_host_values(containerd, busybox_rootfs, cid, tmp_p
         with open(path) as f:
             first = f.readline().rstrip("\n")
         assert first.split()[1] == str(LIMIT // 1024), first
-        poll = subprocess.Popen([str(poller), path, first, "5", "1000"], text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        poll = subprocess.Popen(
+            [str(poller), path, first, "5", "1000"],
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(0.5)
         for _ in range(5):
             with open(f"{ctl}/{_fuse_conn_of(pid, '/proc/meminfo')}/abort", "w") as f:

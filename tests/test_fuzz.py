@@ -31,12 +31,12 @@ from hypothesis import strategies as st
 
 from procfs.view import View
 from protos.gen.ttrpc import KeyValue, Request, Response
-from shim.errors import Code
-from shim.events import Publisher
-from shim.reaper import Reaper
-from shim.service import TaskService
-from shim.transport import _RPCS, TASK_V2, TASK_V3, task_methods, task_services
-from shim.ttrpc.codec import (
+from shim.task.events import Publisher
+from shim.task.methods import _RPCS, TASK_V2, TASK_V3, task_methods, task_services
+from shim.task.reaper import Reaper
+from shim.task.service import TaskService
+from shim.transport.errors import Code
+from shim.transport.ttrpc.codec import (
     HEADER,
     MessageType,
     ProtocolError,
@@ -45,24 +45,32 @@ from shim.ttrpc.codec import (
     StreamError,
     encode_frame,
 )
-from shim.ttrpc.server import TtrpcServer
+from shim.transport.ttrpc.server import TtrpcServer
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
-                suppress_health_check=[HealthCheck.too_slow,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 #: No answer within this long is a hang (every handler here answers at once).
 TIMEOUT = 5.0
 METHODS = sorted(_RPCS)
 
 services = st.one_of(st.sampled_from([TASK_V2, TASK_V3]), st.text(max_size=40))
 methods = st.one_of(st.sampled_from(METHODS), st.text(max_size=20))
-metadata = st.lists(st.builds(KeyValue, key=st.text(max_size=30), value=st.text(max_size=30)),
-                    max_size=4)
-requests = st.builds(Request, service=services, method=methods,
-                     payload=st.binary(max_size=300),
-                     timeout_nano=st.one_of(st.just(0), st.integers(0, 2**63 - 1)),
-                     metadata=metadata)
+metadata = st.lists(
+    st.builds(KeyValue, key=st.text(max_size=30), value=st.text(max_size=30)), max_size=4
+)
+requests = st.builds(
+    Request,
+    service=services,
+    method=methods,
+    payload=st.binary(max_size=300),
+    timeout_nano=st.one_of(st.just(0), st.integers(0, 2**63 - 1)),
+    metadata=metadata,
+)
 
 
 def open_fds() -> int:
@@ -73,8 +81,7 @@ def open_fds() -> int:
 
 
 @FUZZ
-@given(chunks=st.lists(st.binary(max_size=80), max_size=16),
-       max_size=st.integers(0, 256))
+@given(chunks=st.lists(st.binary(max_size=80), max_size=16), max_size=st.integers(0, 256))
 def test_codec_turns_any_bytes_into_events_or_a_protocol_error(chunks, max_size):
     conn = ServerConnection(max_size=max_size)
     for chunk in chunks:
@@ -93,9 +100,18 @@ def test_codec_turns_any_bytes_into_events_or_a_protocol_error(chunks, max_size)
 
 
 @FUZZ
-@given(frames=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 255),
-                                 st.integers(0, 255), st.binary(max_size=64)), max_size=8),
-       cuts=st.lists(st.integers(0, 600), max_size=6))
+@given(
+    frames=st.lists(
+        st.tuples(
+            st.integers(0, 2**32 - 1),
+            st.integers(0, 255),
+            st.integers(0, 255),
+            st.binary(max_size=64),
+        ),
+        max_size=8,
+    ),
+    cuts=st.lists(st.integers(0, 600), max_size=6),
+)
 def test_frames_survive_any_chunking(frames, cuts):
     """Frames encoded and fed in arbitrary pieces come out as sent (or as their errors)."""
     wire = b"".join(encode_frame(sid, t, data, flags) for sid, t, flags, data in frames)
@@ -127,15 +143,19 @@ async def _serving(path: str, grpc: bool) -> AsyncIterator[None]:
     meets its error paths (nothing here creates a container: Create's bundle is random)."""
     stubs = _Stubs()
     async with anyio.create_task_group() as tg:
-        service = TaskService(namespace="fuzz", reaper=Reaper(),
-                              view=View(Path(path + ".view")),
-                              publisher=Publisher("", "fuzz"), task_group=tg,
-                              on_idle=stubs.on_idle)
+        service = TaskService(
+            namespace="fuzz",
+            reaper=Reaper(),
+            view=View(Path(path + ".view")),
+            publisher=Publisher("", "fuzz"),
+            task_group=tg,
+            on_idle=stubs.on_idle,
+        )
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)
         listener.listen(64)
         if grpc:
-            from shim.grpc_transport import GrpcServer
+            from shim.transport.grpc import GrpcServer
 
             await tg.start(GrpcServer(task_methods(service)).serve, listener)
         else:
@@ -191,8 +211,8 @@ def _read_frames(sock: socket.socket, want: int) -> list[tuple[int, int, bytes]]
             length, sid, mtype, _ = HEADER.unpack_from(buf)
             if len(buf) < HEADER.size + length:
                 break
-            out.append((sid, mtype, buf[HEADER.size:HEADER.size + length]))
-            buf = buf[HEADER.size + length:]
+            out.append((sid, mtype, buf[HEADER.size : HEADER.size + length]))
+            buf = buf[HEADER.size + length :]
         if len(out) >= want:
             break
         left = deadline - time.monotonic()
@@ -212,9 +232,14 @@ def _healthy(path: str) -> None:
     """A fresh connection still gets an answer: the server survived."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(path)
-        s.sendall(encode_frame(1, MessageType.REQUEST, bytes(Request(
-            service=TASK_V2, method="State", payload=b"\x0a\x01x"))))
-        (sid, mtype, body), = _read_frames(s, 1)
+        s.sendall(
+            encode_frame(
+                1,
+                MessageType.REQUEST,
+                bytes(Request(service=TASK_V2, method="State", payload=b"\x0a\x01x")),
+            )
+        )
+        ((sid, mtype, body),) = _read_frames(s, 1)
         assert (sid, mtype) == (1, MessageType.RESPONSE)
         assert Response().parse(body).status.code == Code.NOT_FOUND
 
@@ -224,8 +249,11 @@ def _healthy(path: str) -> None:
 def test_ttrpc_server_answers_every_request_with_a_status(ttrpc_server, batch):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(ttrpc_server)
-        s.sendall(b"".join(encode_frame(2 * i + 1, MessageType.REQUEST, bytes(r))
-                           for i, r in enumerate(batch)))
+        s.sendall(
+            b"".join(
+                encode_frame(2 * i + 1, MessageType.REQUEST, bytes(r)) for i, r in enumerate(batch)
+            )
+        )
         frames = _read_frames(s, len(batch))
     assert sorted(sid for sid, _, _ in frames) == [2 * i + 1 for i in range(len(batch))]
     for sid, mtype, body in frames:
@@ -239,13 +267,26 @@ def test_ttrpc_server_answers_every_request_with_a_status(ttrpc_server, batch):
 
 
 @FUZZ
-@given(garbage=st.lists(st.one_of(
-    st.binary(max_size=64),
-    st.builds(lambda sid, t, f, d: encode_frame(sid, t, d, f),
-              st.integers(0, 2**32 - 1), st.integers(0, 255), st.integers(0, 255),
-              st.binary(max_size=64)),
-    st.builds(lambda length, rest: struct.pack(">I", length) + rest,
-              st.integers(0, 2**32 - 1), st.binary(max_size=16))), max_size=6))
+@given(
+    garbage=st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.builds(
+                lambda sid, t, f, d: encode_frame(sid, t, d, f),
+                st.integers(0, 2**32 - 1),
+                st.integers(0, 255),
+                st.integers(0, 255),
+                st.binary(max_size=64),
+            ),
+            st.builds(
+                lambda length, rest: struct.pack(">I", length) + rest,
+                st.integers(0, 2**32 - 1),
+                st.binary(max_size=16),
+            ),
+        ),
+        max_size=6,
+    )
+)
 def test_ttrpc_server_survives_garbage(ttrpc_server, garbage):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(ttrpc_server)
@@ -292,14 +333,15 @@ async def _grpc_call(path: str, name: str, payload: bytes) -> tuple[int, str]:
     from grpclib.const import Cardinality
     from grpclib.exceptions import GRPCError
 
-    from shim.grpc_transport import _Bytes
+    from shim.transport.grpc import _Bytes
 
     channel = Channel(path=path, codec=_Bytes())
     try:
         with anyio.fail_after(TIMEOUT):
             try:
-                async with channel.request(name, Cardinality.UNARY_UNARY, bytes, bytes,
-                                           timeout=TIMEOUT) as stream:
+                async with channel.request(
+                    name, Cardinality.UNARY_UNARY, bytes, bytes, timeout=TIMEOUT
+                ) as stream:
                     await stream.send_message(payload, end=True)
                     await stream.recv_message()
                     await stream.recv_trailing_metadata()
@@ -310,14 +352,18 @@ async def _grpc_call(path: str, name: str, payload: bytes) -> tuple[int, str]:
         channel.close()
 
 
-_ascii_names = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e,
-                                              blacklist_characters="/"), max_size=20)
+_ascii_names = st.text(
+    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters="/"),
+    max_size=20,
+)
 
 
 @FUZZ
-@given(service=st.one_of(st.just(TASK_V3), _ascii_names),
-       method=st.one_of(st.sampled_from(METHODS), _ascii_names),
-       payload=st.binary(max_size=300))
+@given(
+    service=st.one_of(st.just(TASK_V3), _ascii_names),
+    method=st.one_of(st.sampled_from(METHODS), _ascii_names),
+    payload=st.binary(max_size=300),
+)
 def test_grpc_answers_every_call_with_a_status(portal, grpc_server, service, method, payload):
     code, message = portal.call(_grpc_call, grpc_server, f"/{service}/{method}", payload)
     if code:

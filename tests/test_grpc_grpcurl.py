@@ -1,6 +1,6 @@
 """The gRPC transport against a real grpc-go client: grpcurl v1.9.4 with our .proto files.
 
-containerd 2.0-2.4 never get a gRPC address from `start` (shim/config.py: they close the
+containerd 2.0-2.4 never get a gRPC address from `start` (shim/entry/config.py: they close the
 connection before the first call), so the transport is exercised here directly: the serving
 process listens with `-task-api v3-grpc -socket PATH` and grpcurl (grpc-go, HTTP/2 over the
 unix socket) calls every `containerd.task.v3.Task` method, sends a message over the 4 MiB
@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 
 import harness
+import peer_builds as peers
 import pytest
 
 pytestmark = pytest.mark.e2e
 
-GRPCURL = "/var/cache/containerd-shim-lxcfs/peers/grpcurl-v1.9.4/bin/grpcurl"
+GRPCURL = str(peers.GRPCURL.path("grpcurl"))
 PROTOS = Path(__file__).resolve().parent.parent / "protos" / "src"
 #: grpcurl exits with 64 + the gRPC status code of a failed call
 _CODE_EXIT = {"OK": 0, "NotFound": 69, "InvalidArgument": 67, "ResourceExhausted": 72}
@@ -48,10 +49,26 @@ def served(tmp_path: Path):
     (bundle / "config.json").write_text(json.dumps(spec))
     sock = str(tmp_path / "s.sock")
     log = open(tmp_path / "shim.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([shim, "-namespace", "grpcurl", "-address", str(tmp_path / "c"),
-                             "-id", "g1", "-task-api", "v3-grpc", "-socket", sock, "-debug"],
-                            cwd=bundle, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=log)
+    proc = subprocess.Popen(
+        [
+            shim,
+            "-namespace",
+            "grpcurl",
+            "-address",
+            str(tmp_path / "c"),
+            "-id",
+            "g1",
+            "-task-api",
+            "v3-grpc",
+            "-socket",
+            sock,
+            "-debug",
+        ],
+        cwd=bundle,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     try:
         assert harness.wait_until(lambda: os.path.exists(sock), 30), "no socket"
         yield sock, bundle, tmp_path / "shim.log"
@@ -64,18 +81,37 @@ def served(tmp_path: Path):
             proc.kill()
             proc.wait(10)
         log.close()
-        subprocess.run(["runc", "--root", "/run/containerd/runc/grpcurl", "delete", "--force",
-                        "g1"], capture_output=True, check=False)
+        subprocess.run(
+            ["runc", "--root", "/run/containerd/runc/grpcurl", "delete", "--force", "g1"],
+            capture_output=True,
+            check=False,
+        )
 
 
-def grpcurl(sock: str, method: str, request: dict | str, *args: str,
-            timeout: float = 60) -> subprocess.CompletedProcess:
+def grpcurl(
+    sock: str, method: str, request: dict | str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess:
     body = request if isinstance(request, str) else json.dumps(request)
     return subprocess.run(
-        [GRPCURL, "-plaintext", "-unix", "-import-path", str(PROTOS),
-         "-proto", "containerd/task/v3/shim.proto", *args, "-d", "@", sock,
-         f"containerd.task.v3.Task/{method}"],
-        input=body, capture_output=True, text=True, timeout=timeout)
+        [
+            GRPCURL,
+            "-plaintext",
+            "-unix",
+            "-import-path",
+            str(PROTOS),
+            "-proto",
+            "containerd/task/v3/shim.proto",
+            *args,
+            "-d",
+            "@",
+            sock,
+            f"containerd.task.v3.Task/{method}",
+        ],
+        input=body,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _error(r: subprocess.CompletedProcess) -> tuple[str, str]:
@@ -87,18 +123,44 @@ def test_every_task_rpc_answers_grpc_go_with_code_and_message(served) -> None:
     sock, _bundle, log = served
     connected = grpcurl(sock, "Connect", {"id": "g1"})
     assert connected.returncode == 0 and json.loads(connected.stdout)["shimPid"] > 0
-    for method in ("State", "Start", "Delete", "Pids", "Pause", "Resume", "Checkpoint", "Kill",
-                   "Exec", "ResizePty", "CloseIO", "Update", "Wait", "Stats"):
+    for method in (
+        "State",
+        "Start",
+        "Delete",
+        "Pids",
+        "Pause",
+        "Resume",
+        "Checkpoint",
+        "Kill",
+        "Exec",
+        "ResizePty",
+        "CloseIO",
+        "Update",
+        "Wait",
+        "Stats",
+    ):
         r = grpcurl(sock, method, {"id": "missing"})
         assert r.returncode == _CODE_EXIT["NotFound"], (method, r.stderr)
         assert _error(r) == ("NotFound", "container not created: not found"), (method, r)
     r = grpcurl(sock, "Create", {"id": "x", "bundle": "/nonexistent"})
     assert _error(r)[0] == "InvalidArgument" and "config.json" in _error(r)[1], r.stderr
     # bad input a grpc-go client can send: an unknown method, a request over 4 MiB
-    r = subprocess.run([GRPCURL, "-plaintext", "-unix", "-import-path", str(PROTOS), "-proto",
-                        "containerd/task/v3/shim.proto", sock,
-                        "containerd.task.v3.Task/Nope"], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [
+            GRPCURL,
+            "-plaintext",
+            "-unix",
+            "-import-path",
+            str(PROTOS),
+            "-proto",
+            "containerd/task/v3/shim.proto",
+            sock,
+            "containerd.task.v3.Task/Nope",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0 and "Nope" in r.stderr
     r = grpcurl(sock, "Create", {"id": "x", "bundle": "b" * (5 << 20)})
     assert _error(r)[0] == "ResourceExhausted", r.stderr[:500]
@@ -116,10 +178,25 @@ def test_lifecycle_with_keepalive_pings_during_a_blocking_wait(served) -> None:
     pid = json.loads(created.stdout)["pid"]
     assert grpcurl(sock, "Start", {"id": "g1"}).returncode == 0
     waiter = subprocess.Popen(
-        [GRPCURL, "-plaintext", "-unix", "-keepalive-time", "1", "-import-path", str(PROTOS),
-         "-proto", "containerd/task/v3/shim.proto", "-d", '{"id": "g1"}', sock,
-         "containerd.task.v3.Task/Wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        [
+            GRPCURL,
+            "-plaintext",
+            "-unix",
+            "-keepalive-time",
+            "1",
+            "-import-path",
+            str(PROTOS),
+            "-proto",
+            "containerd/task/v3/shim.proto",
+            "-d",
+            '{"id": "g1"}',
+            sock,
+            "containerd.task.v3.Task/Wait",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(4)  # the client pings every second; the server must answer them
         assert waiter.poll() is None, waiter.communicate()

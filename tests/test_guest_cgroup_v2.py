@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import guest_vm
+import peer_builds as peers
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +65,7 @@ SUBSET_2 = [
 KEEP = Path("/var/cache/containerd-shim-lxcfs/guest/last-run")
 VENV = "/opt/containerd-shim-lxcfs"
 #: containerd 2.x in the guest: tests/guest/build_image.sh copies it to the host's path
-PEER2 = "/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin"
+PEER2 = str(peers.CONTAINERD_2.bin_dir)
 
 JOB = """\
 # written by tests/test_guest_cgroup_v2.py; sourced by /sbin/guest-init in the checkout's copy
@@ -98,11 +99,14 @@ fi
 @pytest.fixture(scope="module")
 def guest_run():
     if os.geteuid() != 0:
-        pytest.fail("the guest needs root (qemu, the image build): sudo ./install.sh --test",
-                    pytrace=False)
+        pytest.fail(
+            "the guest needs root (qemu, the image build): sudo ./install.sh --test", pytrace=False
+        )
     if shutil.which(guest_vm.QEMU) is None:
-        pytest.fail("qemu-system-x86_64 missing: apt-get install qemu-system-x86 "
-                    "(install.sh --test does)", pytrace=False)
+        pytest.fail(
+            "qemu-system-x86_64 missing: apt-get install qemu-system-x86 (install.sh --test does)",
+            pytrace=False,
+        )
     t0 = time.monotonic()
     try:
         image = guest_vm.build_image()
@@ -112,11 +116,12 @@ def guest_run():
     accel = "kvm" if guest_vm.kvm_runs(image) else "tcg"
     if KEEP.exists():
         shutil.rmtree(KEEP)
-    job = JOB.format(venv=VENV, subset=" ".join(SUBSET), subset2=" ".join(SUBSET_2),
-                     peer2=PEER2)
+    job = JOB.format(venv=VENV, subset=" ".join(SUBSET), subset2=" ".join(SUBSET_2), peer2=PEER2)
     run = guest_vm.boot(image, job, KEEP, accel=accel, timeout=2400)
-    report = [f"image {image} (ready in {built:.0f} s), accel {accel}, "
-              f"guest wall {run.wall:.0f} s, qemu exit {run.returncode}"]
+    report = [
+        f"image {image} (ready in {built:.0f} s), accel {accel}, "
+        f"guest wall {run.wall:.0f} s, qemu exit {run.returncode}"
+    ]
     report += [f"  guest uptime {t:7.1f} s  {what}" for what, t in run.marks.items()]
     (KEEP / "summary.txt").write_text("\n".join(report) + "\n")
     print("\n".join(report))
@@ -128,27 +133,34 @@ def _inner(run: guest_vm.GuestRun, name: str) -> None:
     log = run.out / f"pytest-{name}.log"
     if not results:
         tail = log.read_text()[-3000:] if log.exists() else "(no pytest log)"
-        install = (run.out / "install.log")
-        pytest.fail(f"no results from the guest for {name} (qemu exit {run.returncode}, "
-                    f"wall {run.wall:.0f} s)\n--- pytest log tail:\n{tail}\n--- install.log "
-                    f"tail:\n{install.read_text()[-1500:] if install.exists() else '-'}\n"
-                    f"--- console tail:\n{run.console[-3000:]}", pytrace=False)
+        install = run.out / "install.log"
+        pytest.fail(
+            f"no results from the guest for {name} (qemu exit {run.returncode}, "
+            f"wall {run.wall:.0f} s)\n--- pytest log tail:\n{tail}\n--- install.log "
+            f"tail:\n{install.read_text()[-1500:] if install.exists() else '-'}\n"
+            f"--- console tail:\n{run.console[-3000:]}",
+            pytrace=False,
+        )
     lines = [f"{r.outcome:7} {r.seconds:6.1f} s  {r.nodeid}" for r in results]
     print(f"inner results ({name}, {sum(r.seconds for r in results):.0f} s):")
     print("\n".join(lines))
     bad = [r for r in results if r.outcome in ("failed", "error")]
     if bad:
-        pytest.fail(f"{len(bad)} of {len(results)} tests failed in the cgroup v2 guest "
-                    f"({name}):\n" + "\n".join(
-                        f"  {r.nodeid}\n    {r.message[:600]}" for r in bad)
-                    + f"\n(full log: {log})", pytrace=False)
+        pytest.fail(
+            f"{len(bad)} of {len(results)} tests failed in the cgroup v2 guest "
+            f"({name}):\n"
+            + "\n".join(f"  {r.nodeid}\n    {r.message[:600]}" for r in bad)
+            + f"\n(full log: {log})",
+            pytrace=False,
+        )
 
 
 def test_guest_boots_cgroup_v2_only(guest_run):
     assert "init started" in guest_run.marks, guest_run.console[-3000:]
     assert "first test (containerd-1.6)" in guest_run.marks, guest_run.console[-3000:]
     assert (guest_run.out / "install.rc").read_text().strip() == "0", (
-        (guest_run.out / "install.log").read_text()[-3000:])
+        guest_run.out / "install.log"
+    ).read_text()[-3000:]
 
 
 def test_suites_in_guest_containerd_1_6(guest_run):
@@ -157,6 +169,8 @@ def test_suites_in_guest_containerd_1_6(guest_run):
 
 def test_suites_in_guest_containerd_2(guest_run):
     if not (guest_run.out / "containerd-2.version").exists():
-        pytest.skip("no containerd 2.x binaries were available when the image was built "
-                    "(/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin)")
+        pytest.skip(
+            "no containerd 2.x binaries were available when the image was built "
+            "(/var/cache/containerd-shim-lxcfs/peers/containerd-v2.4.2/bin)"
+        )
     _inner(guest_run, "containerd-2")

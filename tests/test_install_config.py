@@ -38,8 +38,13 @@ NODE_CONFIG_V3 = """version = 3
 
 
 def _dump(containerd: str, cfg: Path) -> dict:
-    r = subprocess.run([containerd, "--config", str(cfg), "config", "dump"], capture_output=True,
-                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [containerd, "--config", str(cfg), "config", "dump"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, r.stderr
     return tomllib.loads(r.stdout)
 
@@ -51,10 +56,18 @@ def test_dropin_validated_by_containerd(containerd_release, tmp_path, fresh):
     cfg = tmp_path / "config.toml"
     if not fresh:
         cfg.write_text(NODE_CONFIG_V3 if major >= 2 else NODE_CONFIG_V2)
-    r = subprocess.run(["bash", str(REPO / "install.sh"), "--containerd-config-only"],
-                       env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CONTAINERD": binary,
-                            "CONTAINERD_CONFIG_DIR": str(tmp_path)},
-                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        ["bash", str(REPO / "install.sh"), "--containerd-config-only"],
+        env={
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "CONTAINERD": binary,
+            "CONTAINERD_CONFIG_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "validated" in r.stdout, r.stdout
 
@@ -79,9 +92,16 @@ def test_dropin_validated_by_containerd(containerd_release, tmp_path, fresh):
         assert handlers["runc"]["options"]["SystemdCgroup"] is True
         assert handlers["lxcfs"]["options"]["SystemdCgroup"] is True, "runc's options copied"
     # idempotent: a second run changes nothing
-    again = subprocess.run(["bash", str(REPO / "install.sh"), "--containerd-config-only"],
-                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CONTAINERD": binary,
-                                "CONTAINERD_CONFIG_DIR": str(tmp_path)},
-                           capture_output=True, text=True, timeout=120,
-                           stdin=subprocess.DEVNULL)
+    again = subprocess.run(
+        ["bash", str(REPO / "install.sh"), "--containerd-config-only"],
+        env={
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "CONTAINERD": binary,
+            "CONTAINERD_CONFIG_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout + again.stderr

@@ -25,8 +25,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("tests", "bench")
 #: call names whose first argument is an argv (or, for `which`, a program name)
-RUNNERS = {"run", "Popen", "check_output", "check_call", "call", "which", "execvp", "execv",
-           "create_subprocess_exec", "run_process", "open_process"}
+RUNNERS = {
+    "run",
+    "Popen",
+    "check_output",
+    "check_call",
+    "call",
+    "which",
+    "execvp",
+    "execv",
+    "create_subprocess_exec",
+    "run_process",
+    "open_process",
+}
 ARGV_NAMES = re.compile(r"(^|_)(cmd|argv|command)$")
 PROGRAM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 #: The machine's own toolchain, not ours to install (the brief: machines have Go and Python).
@@ -60,15 +71,17 @@ def programs_called() -> dict[str, list[str]]:
                         # a string literal is an argv only for which/exec-style calls
                         if name == "which" or isinstance(arg, ast.List | ast.Tuple):
                             heads.append(_argv_head(arg))
-                elif (isinstance(node, ast.Assign)
-                      and isinstance(node.value, ast.List | ast.Tuple)
-                      and any(isinstance(t, ast.Name) and ARGV_NAMES.search(t.id)
-                              for t in node.targets)):
+                elif (
+                    isinstance(node, ast.Assign)
+                    and isinstance(node.value, ast.List | ast.Tuple)
+                    and any(
+                        isinstance(t, ast.Name) and ARGV_NAMES.search(t.id) for t in node.targets
+                    )
+                ):
                     heads.append(_argv_head(node.value))
                 for head in heads:
                     if head:
-                        found.setdefault(head, []).append(
-                            f"{path.relative_to(ROOT)}:{node.lineno}")
+                        found.setdefault(head, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
     return found
 
 
@@ -91,8 +104,11 @@ def owner_package(path: str) -> str | None:
     """The Debian package that owns `path` (or the file it links to), None if none does."""
     for candidate in dict.fromkeys((path, os.path.realpath(path))):
         # merged /usr: dpkg may know the file under /bin or /usr/bin
-        alts = {candidate, re.sub(r"^/usr(/s?bin/)", r"\1", candidate),
-                re.sub(r"^/(s?bin/)", r"/usr/\1", candidate)}
+        alts = {
+            candidate,
+            re.sub(r"^/usr(/s?bin/)", r"\1", candidate),
+            re.sub(r"^/(s?bin/)", r"/usr/\1", candidate),
+        }
         for alt in alts:
             for line in _dpkg("-S", alt).splitlines():
                 if line and not line.startswith("diversion "):  # dash diverts /bin/sh
@@ -133,8 +149,11 @@ def test_scanner_sees_known_calls():
 
 def test_install_sh_lists_are_installed():
     """What install.sh --test installs is here (this suite runs after it)."""
-    missing = [p for p in sorted(install_sh_packages())
-               if "install ok installed" not in _dpkg("-W", "-f=${Status}", p)]
+    missing = [
+        p
+        for p in sorted(install_sh_packages())
+        if "install ok installed" not in _dpkg("-W", "-f=${Status}", p)
+    ]
     assert not missing, f"install.sh lists these but they are not installed: {missing}"
 
 
@@ -156,10 +175,14 @@ def test_every_program_called_is_installed_by_install_sh():
             continue  # the venv install.sh builds
         pkg = owner_package(found)
         if pkg is None:
-            problems.append(f"{program}: {found} belongs to no Debian package and is not in the "
-                            f"venv (installed by hand?); called at {', '.join(where[:3])}")
+            problems.append(
+                f"{program}: {found} belongs to no Debian package and is not in the "
+                f"venv (installed by hand?); called at {', '.join(where[:3])}"
+            )
         elif pkg not in provided and not base_system(pkg):
-            problems.append(f"{program}: package {pkg} is not installed by install.sh "
-                            f"(add it to APT_PACKAGES or TEST_APT_PACKAGES); "
-                            f"called at {', '.join(where[:3])}")
+            problems.append(
+                f"{program}: package {pkg} is not installed by install.sh "
+                f"(add it to APT_PACKAGES or TEST_APT_PACKAGES); "
+                f"called at {', '.join(where[:3])}"
+            )
     assert not problems, "\n".join(problems)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from cri_images import build_image
+from cri_node import BUSYBOX_IMAGE, PAUSE_IMAGE
 from harness import (
     HarnessError,
     build_busybox_rootfs,
@@ -28,9 +29,7 @@ from harness import (
     wait_until,
 )
 from k8s_cluster import (
-    BUSYBOX_IMAGE,
     NODE,
-    PAUSE_IMAGE,
     REPO,
     Cluster,
     missing_binaries,
@@ -54,8 +53,11 @@ def cluster() -> Iterator[Cluster]:
     _require_e2e_prerequisites()
     missing = missing_binaries()
     if missing:
-        pytest.fail("cluster binaries missing (install.sh --test builds them with "
-                    f"tests/peers/k8s/build.sh): {missing}", pytrace=False)
+        pytest.fail(
+            "cluster binaries missing (install.sh --test builds them with "
+            f"tests/peers/k8s/build.sh): {missing}",
+            pytrace=False,
+        )
     t0 = time.monotonic()
     c = Cluster()
     forced: list[str] = []
@@ -66,20 +68,35 @@ def cluster() -> Iterator[Cluster]:
             pytest.fail(f"cluster did not start: {e}", pytrace=False)
         with tempfile.TemporaryDirectory(prefix="k8s-img-", dir="/tmp") as tmp:
             rootfs = build_busybox_rootfs(Path(tmp) / "rootfs")
-            for name, cmd in ((PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
-                              (BUSYBOX_IMAGE, ["/bin/sh"])):
+            for name, cmd in (
+                (PAUSE_IMAGE, ["/bin/sleep", "2147483647"]),
+                (BUSYBOX_IMAGE, ["/bin/sh"]),
+            ):
                 c.import_image(build_image(rootfs, name, Path(tmp) / "image.tar", cmd=cmd).archive)
         # what a cluster admin does once the node installer has run
         c.kubectl("label", "node", NODE, "containerd-shim-lxcfs.io/installed=true")
         c.kubectl("apply", "-f", str(REPO / "deploy/runtimeclass.yaml"))
-        c.apply({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                 "metadata": {"name": "runc"}, "handler": "runc"})
-        c.apply({"apiVersion": "v1", "kind": "ServiceAccount",
-                 "metadata": {"name": "default", "namespace": "default"},
-                 "automountServiceAccountToken": False})
-        MEASURED["cluster start"] = (f"{time.monotonic() - t0:.1f} s ("
-                                     + ", ".join(f"{k} {v:.1f} s" for k, v in c.timings.items())
-                                     + ")")
+        c.apply(
+            {
+                "apiVersion": "node.k8s.io/v1",
+                "kind": "RuntimeClass",
+                "metadata": {"name": "runc"},
+                "handler": "runc",
+            }
+        )
+        c.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "default", "namespace": "default"},
+                "automountServiceAccountToken": False,
+            }
+        )
+        MEASURED["cluster start"] = (
+            f"{time.monotonic() - t0:.1f} s ("
+            + ", ".join(f"{k} {v:.1f} s" for k, v in c.timings.items())
+            + ")"
+        )
         yield c
     finally:
         forced = c.stop()
@@ -90,10 +107,17 @@ def cluster() -> Iterator[Cluster]:
         pytest.fail(f"cluster teardown had to force: {forced}", pytrace=False)
 
 
-def pod(name: str, runtime_class: str, command: str, *, annotations: dict | None = None,
-        restart: str = "Always") -> dict:
+def pod(
+    name: str,
+    runtime_class: str,
+    command: str,
+    *,
+    annotations: dict | None = None,
+    restart: str = "Always",
+) -> dict:
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "annotations": annotations or {}},
         "spec": {
             "nodeName": NODE,  # no scheduler: bound by the creator
@@ -101,11 +125,15 @@ def pod(name: str, runtime_class: str, command: str, *, annotations: dict | None
             "hostNetwork": True,  # no CNI on this node
             "restartPolicy": restart,
             "terminationGracePeriodSeconds": 5,
-            "containers": [{
-                "name": "c", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", command],
-                "resources": {"limits": {"memory": "128Mi", "cpu": "500m"}},
-            }],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", command],
+                    "resources": {"limits": {"memory": "128Mi", "cpu": "500m"}},
+                }
+            ],
         },
     }
 
@@ -115,11 +143,19 @@ def get_pod(c: Cluster, name: str) -> dict:
 
 
 def wait_ready(c: Cluster, name: str, timeout: int = 180) -> dict:
-    r = c.kubectl("wait", "--for=condition=Ready", f"pod/{name}", f"--timeout={timeout}s",
-                  check=False, timeout=timeout + 30)
+    r = c.kubectl(
+        "wait",
+        "--for=condition=Ready",
+        f"pod/{name}",
+        f"--timeout={timeout}s",
+        check=False,
+        timeout=timeout + 30,
+    )
     p = get_pod(c, name)
-    assert r.returncode == 0, (f"pod {name} not Ready: {json.dumps(p.get('status'))[:1500]}\n"
-                               f"kubelet log:\n{c.daemons['kubelet'].tail(25)}")
+    assert r.returncode == 0, (
+        f"pod {name} not Ready: {json.dumps(p.get('status'))[:1500]}\n"
+        f"kubelet log:\n{c.daemons['kubelet'].tail(25)}"
+    )
     return p
 
 
@@ -128,8 +164,9 @@ def container_id(p: dict) -> str:
 
 
 def sandbox_id(c: Cluster, p: dict) -> str:
-    ids = c.crictl("pods", "-q", "--name", p["metadata"]["name"],
-                   "--namespace", "default", "--state", "ready").stdout.split()
+    ids = c.crictl(
+        "pods", "-q", "--name", p["metadata"]["name"], "--namespace", "default", "--state", "ready"
+    ).stdout.split()
     assert len(ids) == 1, ids
     return ids[0]
 
@@ -240,9 +277,11 @@ def test_pod_through_kubelet(cluster, handler):
     if lxcfs:
         rss, pss, n = shim_footprint_kb(c, sandbox)
         z = [rollup_kb(pid) for pid in zygote_pids()]
-        MEASURED["lxcfs pod shim"] = (f"RSS {rss} kB, PSS {pss} kB ({n} process(es)); "
-                                      f"zygote+spare (shared by all pods): RSS "
-                                      f"{sum(r for r, _ in z)} kB, PSS {sum(q for _, q in z)} kB")
+        MEASURED["lxcfs pod shim"] = (
+            f"RSS {rss} kB, PSS {pss} kB ({n} process(es)); "
+            f"zygote+spare (shared by all pods): RSS "
+            f"{sum(r for r, _ in z)} kB, PSS {sum(q for _, q in z)} kB"
+        )
     else:
         rss, pss, n = shim_footprint_kb(c, sandbox)
         MEASURED["runc pod shim"] = f"RSS {rss} kB, PSS {pss} kB ({n} process(es))"
@@ -301,11 +340,15 @@ def test_container_over_its_limit_is_oomkilled(cluster, handler):
         assert wait_until(lambda s=s: not pod_shims(c, s), 20, 0.2)
 
 
-@pytest.mark.parametrize(("annotation", "meminfo_view", "cpuinfo_view"), [
-    ({"io.containerd.lxcfs.files": "cpuinfo"}, False, True),
-    ({"io.containerd.lxcfs.files": "meminfo"}, True, False),
-    ({"io.containerd.lxcfs.disable": "true"}, False, False),
-], ids=["files=cpuinfo", "files=meminfo", "disable"])
+@pytest.mark.parametrize(
+    ("annotation", "meminfo_view", "cpuinfo_view"),
+    [
+        ({"io.containerd.lxcfs.files": "cpuinfo"}, False, True),
+        ({"io.containerd.lxcfs.files": "meminfo"}, True, False),
+        ({"io.containerd.lxcfs.disable": "true"}, False, False),
+    ],
+    ids=["files=cpuinfo", "files=meminfo", "disable"],
+)
 def test_pod_annotations_reach_the_shim(cluster, annotation, meminfo_view, cpuinfo_view):
     c = cluster
     name = "ann-" + "-".join(v for v in annotation.values()).replace(".", "-")
@@ -326,8 +369,10 @@ def test_node_empty_after_kubelet_gc(cluster):
     assert c.kubectl("get", "pods", "-o", "name").stdout.strip() == ""
 
     def empty() -> bool:
-        return not c.crictl("pods", "-q").stdout.split() and not c.crictl(
-            "ps", "-a", "-q").stdout.split()
+        return (
+            not c.crictl("pods", "-q").stdout.split()
+            and not c.crictl("ps", "-a", "-q").stdout.split()
+        )
 
     assert wait_until(empty, 150, 2), (c.crictl("pods").stdout, c.crictl("ps", "-a").stdout)
     assert c.containerd is not None

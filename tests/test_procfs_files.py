@@ -27,8 +27,9 @@ from procfs.snapshot import CpuSnapshot, TaskCounts
 
 FIX = Path(__file__).parent / "fixtures"
 HOST = FIX / "host"
-V1 = Hierarchies(v1={c: FIX / "cgroup_v1" / c for c in ("cpuset", "cpu", "cpuacct", "blkio",
-                                                        "memory")})
+V1 = Hierarchies(
+    v1={c: FIX / "cgroup_v1" / c for c in ("cpuset", "cpu", "cpuacct", "blkio", "memory")}
+)
 V2 = Hierarchies(v2=FIX / "cgroup_v2")
 V1_REF = resolve_spec_path("/ctr", V1)
 V2_REF = resolve_spec_path("/cpu.slice/ctr.scope", V2)
@@ -61,8 +62,9 @@ def test_cpu_v2_effective_cpuset_and_cpu_max() -> None:
     assert (cpu.user_ns, cpu.system_ns) == (2_000_000_000, 1_000_000_000)
 
 
-@pytest.mark.parametrize(("quota", "n"), [(None, 3), (50000, 1), (100000, 1), (100001, 2),
-                                          (250000, 3), (10**9, 3)])
+@pytest.mark.parametrize(
+    ("quota", "n"), [(None, 3), (50000, 1), (100000, 1), (100001, 2), (250000, 3), (10**9, 3)]
+)
 def test_max_cpus(quota, n) -> None:
     assert CpuSnapshot((0, 2, 3), quota_us=quota).max_cpus() == n
 
@@ -169,8 +171,11 @@ def test_diskstats_v1_and_v2_agree() -> None:
 def test_swaps() -> None:
     host_swaps = b"Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/zram0 partition\t..."
     host_mem = (FIX / "meminfo_host_swap").read_bytes()
-    mem = read_memory(resolve_spec_path("/kubepods/pod1/ctr-a",
-                                        Hierarchies(v1={"memory": FIX / "cgroup_v1/memory"})))
+    mem = read_memory(
+        resolve_spec_path(
+            "/kubepods/pod1/ctr-a", Hierarchies(v1={"memory": FIX / "cgroup_v1/memory"})
+        )
+    )
     out = render_swaps(host_swaps, host_mem, mem).decode().splitlines()
     assert out[0].startswith("Filename")
     assert len(out) == 2 and out[1].startswith("none" + " " * 36 + "virtual\t\t")

@@ -48,6 +48,7 @@ def meminfo(ref: CgroupRef, host: bytes = HOST_SWAP) -> dict[str, int]:
 
 # --- hierarchy discovery and cgroup resolution ------------------------------------------------
 
+
 def test_mountinfo_hybrid() -> None:
     h = parse_mountinfo(HYBRID_MOUNTINFO)
     assert h.v1["memory"] == Path("/sys/fs/cgroup/memory")  # the bind of /kubepods is ignored
@@ -82,8 +83,10 @@ def test_proc_cgroup_parsing() -> None:
         ("-.slice", "/"),
         ("system.slice", "/system.slice"),
         ("a-b-c.slice", "/a.slice/a-b.slice/a-b-c.slice"),
-        ("kubepods-burstable-pod12.slice",
-         "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice"),
+        (
+            "kubepods-burstable-pod12.slice",
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice",
+        ),
     ],
 )
 def test_expand_slice(name: str, path: str) -> None:
@@ -134,12 +137,16 @@ def test_ancestors_stop_at_root() -> None:
     ref = resolve_spec_path("/kubepods/pod1/ctr-a", V1)
     root = FIXTURES / "cgroup_v1" / "memory"
     assert ref.ancestors("memory") == [
-        root / "kubepods/pod1/ctr-a", root / "kubepods/pod1", root / "kubepods", root
+        root / "kubepods/pod1/ctr-a",
+        root / "kubepods/pod1",
+        root / "kubepods",
+        root,
     ]
     assert resolve_spec_path("/", V1).ancestors("memory") == [root]
 
 
 # --- readers ----------------------------------------------------------------------------------
+
 
 def test_read_v1_limit_on_ancestor_and_swap() -> None:
     snap = read_memory(resolve_spec_path("/kubepods/pod1/ctr-a", V1))
@@ -189,6 +196,7 @@ def test_read_missing_cgroup_raises() -> None:
 
 # --- renderer ---------------------------------------------------------------------------------
 
+
 def test_meminfo_v1() -> None:
     m = meminfo(resolve_spec_path("/kubepods/pod1/ctr-a", V1))
     assert m["MemTotal"] == 524288
@@ -226,13 +234,24 @@ def test_meminfo_passthrough_and_format() -> None:
     assert [ln.split(b":")[0] for ln in lines] == [ln.split(b":")[0] for ln in host_lines]
     host = parse_meminfo(HOST_SWAP)
     m = parse_meminfo(out)
-    for key in ("KernelStack", "PageTables", "CommitLimit", "VmallocTotal", "HugePages_Total",
-                "Hugepagesize", "DirectMap1G", "Mlocked"):
+    for key in (
+        "KernelStack",
+        "PageTables",
+        "CommitLimit",
+        "VmallocTotal",
+        "HugePages_Total",
+        "Hugepagesize",
+        "DirectMap1G",
+        "Mlocked",
+    ):
         assert m[key] == host[key]
         assert lines[[ln.split(b":")[0] for ln in lines].index(key.encode())] in host_lines
     assert lines[0] == b"MemTotal:         262144 kB"
-    assert all(len(ln.split(b" kB")[0]) == 24 for ln in lines if ln.endswith(b" kB")
-               and len(ln.split()[1]) <= 8)
+    assert all(
+        len(ln.split(b" kB")[0]) == 24
+        for ln in lines
+        if ln.endswith(b" kB") and len(ln.split()[1]) <= 8
+    )
     assert out.endswith(b"\n")
     assert m["SwapTotal"] == m["SwapFree"] == 0  # swap not accounted
 

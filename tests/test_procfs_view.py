@@ -16,7 +16,7 @@ import pytest
 from procfs.cgroups import Hierarchies
 from procfs.renderers.meminfo import parse_meminfo
 from procfs.view import View
-from shim.mountutil import fuse_connection
+from shim.task.mountutil import fuse_connection
 
 MEMCG = Path("/sys/fs/cgroup/memory")
 
@@ -58,8 +58,10 @@ def mounted(path: Path) -> bool:
 def fusectl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The FUSE control fs (/sys/fs/fuse/connections); mounted privately if the host has not."""
     system = Path("/sys/fs/fuse/connections")
-    if any(line.split()[4] == str(system)
-           for line in Path("/proc/self/mountinfo").read_text().splitlines()):
+    if any(
+        line.split()[4] == str(system)
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+    ):
         yield system
         return
     path = tmp_path_factory.mktemp("fusectl")
@@ -189,8 +191,9 @@ async def test_errors(view: View, memcg: str) -> None:
         assert await anyio.to_thread.run_sync(open_for_write, flags) == errno.EACCES
     # default_permissions: the kernel answers access() from the mode, as procfs does (root
     # may "write" /proc/loadavg by access(), the open for writing still fails)
-    assert (await anyio.to_thread.run_sync(os.access, target, os.W_OK)
-            == os.access("/proc/loadavg", os.W_OK))
+    assert await anyio.to_thread.run_sync(os.access, target, os.W_OK) == os.access(
+        "/proc/loadavg", os.W_OK
+    )
     assert await anyio.to_thread.run_sync(os.access, target, os.R_OK)
     res = await anyio.run_process(["mkdir", str(view.mountpoint / "c1/x")], check=False)
     assert res.returncode != 0
@@ -215,8 +218,10 @@ async def test_tree_listing_and_remove(view: View, memcg: str) -> None:
 
     # unknown cgroup (None) shows the host file
     host = Path("/proc/meminfo").read_bytes()
-    assert parse_meminfo((await cat(str(view.mountpoint / "c2/proc/meminfo"))).stdout)[
-        "MemTotal"] == parse_meminfo(host)["MemTotal"]
+    assert (
+        parse_meminfo((await cat(str(view.mountpoint / "c2/proc/meminfo"))).stdout)["MemTotal"]
+        == parse_meminfo(host)["MemTotal"]
+    )
 
     view.remove("c1")
     res = await cat(str(view.mountpoint / "c1/proc/meminfo"))
@@ -308,7 +313,7 @@ async def test_concurrent_readers_while_loop_stays_responsive(view: View, memcg:
             ticks += 1
             await anyio.sleep(0)
 
-    script = f'for i in $(seq 200); do cat {target} > /dev/null || exit 1; done; cat {target}'
+    script = f"for i in $(seq 200); do cat {target} > /dev/null || exit 1; done; cat {target}"
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
         results: list[subprocess.CompletedProcess[bytes]] = []
@@ -327,10 +332,16 @@ async def test_concurrent_readers_while_loop_stays_responsive(view: View, memcg:
 
 def test_pyfuse3_without_trio() -> None:
     """The view imports pyfuse3 without trio (~90 ms, ~3.7 MB per shim); trio stays importable."""
-    code = ("import sys, procfs.view; assert 'trio' not in sys.modules, 'trio imported'; "
-            "import importlib.util; print(importlib.util.find_spec('trio') is not None)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).parent.parent)
+    code = (
+        "import sys, procfs.view; assert 'trio' not in sys.modules, 'trio imported'; "
+        "import importlib.util; print(importlib.util.find_spec('trio') is not None)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
     assert out.returncode == 0, out.stderr
 
 

@@ -10,10 +10,15 @@ from procfs.renderers.vmstat import VmstatHistory, render_vmstat
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOST = (FIXTURES / "host" / "vmstat").read_bytes()
-V1_STAT = parse_flat_keyed((FIXTURES / "cgroup_v1/memory/kubepods/pod1/ctr-a/memory.stat")
-                           .read_text())
-V2_STAT = parse_flat_keyed((FIXTURES / "cgroup_v2/kubepods.slice/kubepods-pod1.slice/"
-                            "cri-containerd-abc.scope/memory.stat").read_text())
+V1_STAT = parse_flat_keyed(
+    (FIXTURES / "cgroup_v1/memory/kubepods/pod1/ctr-a/memory.stat").read_text()
+)
+V2_STAT = parse_flat_keyed(
+    (
+        FIXTURES / "cgroup_v2/kubepods.slice/kubepods-pod1.slice/"
+        "cri-containerd-abc.scope/memory.stat"
+    ).read_text()
+)
 PAGE = 4096
 
 
@@ -59,6 +64,7 @@ def test_pressure_in_the_host_shape():
     cg = b"some avg10=1.50 avg60=0.20 avg300=0.05 total=12345\n"  # no full line (< 5.13)
     assert render_pressure(host, cg) == (
         b"some avg10=1.50 avg60=0.20 avg300=0.05 total=12345\n"
-        b"full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+        b"full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+    )
     both = cg + b"full avg10=0.10 avg60=0.00 avg300=0.00 total=99\n"
     assert render_pressure(host, both) == both

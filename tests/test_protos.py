@@ -25,8 +25,8 @@ from protos.gen.io.containerd.cgroups import v1 as cgroups_v1
 from protos.gen.io.containerd.cgroups import v2 as cgroups_v2
 from protos.gen.runtimeoptions import v1 as runtimeoptions
 from protos.gen.ttrpc import KeyValue, Request, Response
-from shim import protoutil
-from shim.protoutil import GO_ZERO_TIME, pack_any, type_name, unpack_any
+from shim.transport import protoutil
+from shim.transport.protoutil import GO_ZERO_TIME, pack_any, type_name, unpack_any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

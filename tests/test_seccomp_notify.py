@@ -1,4 +1,4 @@
-"""shim/seccomp_notify.py against the real kernel: a forked child installs a filter that
+"""shim/task/seccomp_notify.py against the real kernel: a forked child installs a filter that
 notifies on sysinfo(2) (as runc does for a container) and hands us the listener fd.
 
 Proves: our answer lands in the caller's struct; a caller blocked when the listener closes,
@@ -19,24 +19,39 @@ import struct
 import pytest
 
 from procfs.sysinfo import Sysinfo
-from shim import seccomp_notify
+from shim.task import seccomp_notify
 
 _SECCOMP_NR = {"x86_64": 317, "aarch64": 277}.get(platform.machine())
-pytestmark = pytest.mark.skipif(_SECCOMP_NR is None or os.geteuid() != 0,
-                                reason="x86_64/arm64, as root")
+pytestmark = pytest.mark.skipif(
+    _SECCOMP_NR is None or os.geteuid() != 0, reason="x86_64/arm64, as root"
+)
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _RET_USER_NOTIF, _RET_ALLOW = 0x7FC00000, 0x7FFF0000
 _FLAG_NEW_LISTENER = 8
 _RESULT = struct.Struct("=iiQ")  # rc, errno, totalram
-ANSWER = Sysinfo(uptime=7, loads=(0, 0, 0), totalram=123 << 20, freeram=100 << 20,
-                 sharedram=0, bufferram=0, totalswap=0, freeswap=0, procs=3)
+ANSWER = Sysinfo(
+    uptime=7,
+    loads=(0, 0, 0),
+    totalram=123 << 20,
+    freeram=100 << 20,
+    sharedram=0,
+    bufferram=0,
+    totalswap=0,
+    freeswap=0,
+    procs=3,
+)
 
 
 def _install_filter() -> int:
     """In the child: notify on native sysinfo, allow everything else; the listener fd."""
-    insns = [(0x20, 0, 0, 4), (0x15, 0, 3, seccomp_notify.NATIVE_ARCH), (0x20, 0, 0, 0),
-             (0x15, 0, 1, seccomp_notify.SYSINFO_NR), (0x06, 0, 0, _RET_USER_NOTIF),
-             (0x06, 0, 0, _RET_ALLOW)]
+    insns = [
+        (0x20, 0, 0, 4),
+        (0x15, 0, 3, seccomp_notify.NATIVE_ARCH),
+        (0x20, 0, 0, 0),
+        (0x15, 0, 1, seccomp_notify.SYSINFO_NR),
+        (0x06, 0, 0, _RET_USER_NOTIF),
+        (0x06, 0, 0, _RET_ALLOW),
+    ]
     code = b"".join(struct.pack("=HBBI", *i) for i in insns)
     buf = ctypes.create_string_buffer(code)
     prog = struct.pack("=HxxxxxxQ", len(insns), ctypes.addressof(buf))

@@ -15,10 +15,10 @@ import pytest
 
 from procfs.view import View
 from protos.gen.containerd.task.v2 import CreateTaskRequest, ShutdownRequest
-from shim.errors import RpcError
-from shim.events import Publisher
-from shim.reaper import Reaper
-from shim.service import TaskService
+from shim.task.events import Publisher
+from shim.task.reaper import Reaper
+from shim.task.service import TaskService
+from shim.transport.errors import RpcError
 
 
 def test_shutdown_during_create_keeps_the_shim(tmp_path: Path):
@@ -27,9 +27,14 @@ def test_shutdown_during_create_keeps_the_shim(tmp_path: Path):
         release = anyio.Event()
         entered = anyio.Event()
         async with anyio.create_task_group() as tg:
-            service = TaskService(namespace="t", reaper=Reaper(), view=View(tmp_path / "v"),
-                                  publisher=Publisher("", "t"), task_group=tg,
-                                  on_idle=lambda: idle.append(True))
+            service = TaskService(
+                namespace="t",
+                reaper=Reaper(),
+                view=View(tmp_path / "v"),
+                publisher=Publisher("", "t"),
+                task_group=tg,
+                on_idle=lambda: idle.append(True),
+            )
 
             async def slow_create(req: CreateTaskRequest) -> None:
                 entered.set()

@@ -6,14 +6,13 @@ import json
 
 import pytest
 
-from shim import spec
+from shim.oci import spec
 
 
 def _spec(*mounts: dict) -> dict:
     return {
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}, *mounts],
-        "linux": {"cgroupsPath": "/default/c1",
-                  "namespaces": [{"type": "pid"}, {"type": "mount"}]},
+        "linux": {"cgroupsPath": "/default/c1", "namespaces": [{"type": "pid"}, {"type": "mount"}]},
         "annotations": {"io.kubernetes.cri.sandbox-id": "pod1"},
     }
 
@@ -24,9 +23,12 @@ def test_bind_is_appended_after_proc_read_only() -> None:
     assert added == ["/proc/meminfo"]
     assert s["mounts"][0]["destination"] == "/proc"
     bind = s["mounts"][-1]
-    assert bind == {"destination": "/proc/meminfo", "type": "bind",
-                    "source": "/run/v/c1/proc/meminfo",
-                    "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}
+    assert bind == {
+        "destination": "/proc/meminfo",
+        "type": "bind",
+        "source": "/run/v/c1/proc/meminfo",
+        "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
+    }
 
 
 def test_users_own_mount_is_left_alone() -> None:
@@ -45,8 +47,9 @@ def test_paths_runc_refuses_are_rejected() -> None:
 
 def test_late_files_are_left_to_the_shim() -> None:
     s = _spec()
-    added = spec.add_view_mounts(s, {"/proc/meminfo": "/v/m", "/proc/vmstat": "/v/vm",
-                                     "/proc/pressure/io": "/v/io"})
+    added = spec.add_view_mounts(
+        s, {"/proc/meminfo": "/v/m", "/proc/vmstat": "/v/vm", "/proc/pressure/io": "/v/io"}
+    )
     assert added == ["/proc/meminfo"]
     assert "/proc/vmstat" not in {m["destination"] for m in s["mounts"]}
 
@@ -95,13 +98,18 @@ def test_no_sysfs_no_cpu_online() -> None:
     assert "/proc/stat" in spec.wanted_files(_spec())
 
 
-@pytest.mark.parametrize(("value", "files"), [
-    ("meminfo,cpuinfo", ["/proc/meminfo", "/proc/cpuinfo"]),
-    ("meminfo cpu-online /proc/uptime", ["/proc/meminfo", "/sys/devices/system/cpu/online",
-                                         "/proc/uptime"]),
-    ("", []),
-    ("stat,stat", ["/proc/stat"]),
-])
+@pytest.mark.parametrize(
+    ("value", "files"),
+    [
+        ("meminfo,cpuinfo", ["/proc/meminfo", "/proc/cpuinfo"]),
+        (
+            "meminfo cpu-online /proc/uptime",
+            ["/proc/meminfo", "/sys/devices/system/cpu/online", "/proc/uptime"],
+        ),
+        ("", []),
+        ("stat,stat", ["/proc/stat"]),
+    ],
+)
 def test_files_annotation_replaces_defaults(value: str, files: list[str]) -> None:
     assert spec.wanted_files(_sys_spec({spec.ANNOTATION_FILES: value})) == files
 
@@ -119,7 +127,8 @@ def test_disable_some_and_combined_with_files() -> None:
     s = _sys_spec({spec.ANNOTATION_FILES: "meminfo,stat", spec.ANNOTATION_DISABLE: "stat"})
     assert spec.wanted_files(s) == ["/proc/meminfo"]
     assert spec.wanted_files(_sys_spec({spec.ANNOTATION_DISABLE: "false"})) == list(
-        spec.DEFAULT_FILES)
+        spec.DEFAULT_FILES
+    )
 
 
 @pytest.mark.parametrize("key", [spec.ANNOTATION_FILES, spec.ANNOTATION_DISABLE])

@@ -10,7 +10,9 @@ import pytest
 
 from procfs import sysinfo
 from procfs.container import Container
-from shim import seccomp_notify, seccomp_profile, spec
+from shim.oci import seccomp as seccomp_profile
+from shim.oci import spec
+from shim.task import seccomp_notify
 
 LISTENER = "/run/containerd-shim-lxcfs/abc/sysinfo.sock"
 NOTIFY = {"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"}
@@ -19,38 +21,71 @@ NOTIFY = {"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"}
 def test_no_profile_gets_an_allow_all_one():
     oci: dict = {"linux": {}}
     assert seccomp_profile.notify_sysinfo(oci, LISTENER)
-    assert oci["linux"]["seccomp"] == {"defaultAction": "SCMP_ACT_ALLOW",
-                                       "listenerPath": LISTENER, "syscalls": [NOTIFY]}
+    assert oci["linux"]["seccomp"] == {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": LISTENER,
+        "syscalls": [NOTIFY],
+    }
 
 
 def test_allow_list_profile_keeps_every_other_rule():
-    rules = [{"names": ["read", "sysinfo", "write"], "action": "SCMP_ACT_ALLOW"},
-             {"names": ["sysinfo"], "action": "SCMP_ACT_ALLOW"},
-             {"names": ["ptrace"], "action": "SCMP_ACT_ALLOW",
-              "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}]},
-             {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
-    profile = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
-               "syscalls": copy.deepcopy(rules)}
+    rules = [
+        {"names": ["read", "sysinfo", "write"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["sysinfo"], "action": "SCMP_ACT_ALLOW"},
+        {
+            "names": ["ptrace"],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}],
+        },
+        {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+    ]
+    profile = {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": copy.deepcopy(rules),
+    }
     oci = {"linux": {"seccomp": profile}}
     assert seccomp_profile.notify_sysinfo(oci, LISTENER)
     assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
     assert profile["architectures"] == ["SCMP_ARCH_X86_64"]
     assert profile["listenerPath"] == LISTENER
-    assert profile["syscalls"] == [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
-                                   rules[2], rules[3], NOTIFY]
+    assert profile["syscalls"] == [
+        {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+        rules[2],
+        rules[3],
+        NOTIFY,
+    ]
 
 
-@pytest.mark.parametrize("profile", [
-    {"defaultAction": "SCMP_ACT_ALLOW",
-     "syscalls": [{"names": ["sysinfo"], "action": "SCMP_ACT_ERRNO"}]},
-    {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"],
-                                                     "action": "SCMP_ACT_ALLOW"}]},
-    {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/their/agent.sock",
-     "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]},
-    {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["sysinfo"], "action": "SCMP_ACT_ALLOW",
-         "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_NE"}]}]},
-], ids=["denied", "not-allowed", "own-listener", "conditional"])
+@pytest.mark.parametrize(
+    "profile",
+    [
+        {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["sysinfo"], "action": "SCMP_ACT_ERRNO"}],
+        },
+        {
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}],
+        },
+        {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/their/agent.sock",
+            "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}],
+        },
+        {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {
+                    "names": ["sysinfo"],
+                    "action": "SCMP_ACT_ALLOW",
+                    "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_NE"}],
+                }
+            ],
+        },
+    ],
+    ids=["denied", "not-allowed", "own-listener", "conditional"],
+)
 def test_profile_that_decides_sysinfo_is_left_alone(profile):
     oci = {"linux": {"seccomp": copy.deepcopy(profile)}}
     assert not seccomp_profile.notify_sysinfo(oci, LISTENER)
@@ -63,15 +98,18 @@ def test_listener_path_too_long():
     assert "seccomp" not in oci["linux"]
 
 
-@pytest.mark.parametrize(("notes", "on"), [
-    ({}, True),
-    ({spec.ANNOTATION_DISABLE: "false"}, True),
-    ({spec.ANNOTATION_DISABLE: "true"}, False),
-    ({spec.ANNOTATION_DISABLE: "loadavg, sysinfo"}, False),
-    ({spec.ANNOTATION_DISABLE: "loadavg"}, True),
-    ({spec.ANNOTATION_FILES: "meminfo"}, False),
-    ({spec.ANNOTATION_FILES: "meminfo,sysinfo"}, True),
-])
+@pytest.mark.parametrize(
+    ("notes", "on"),
+    [
+        ({}, True),
+        ({spec.ANNOTATION_DISABLE: "false"}, True),
+        ({spec.ANNOTATION_DISABLE: "true"}, False),
+        ({spec.ANNOTATION_DISABLE: "loadavg, sysinfo"}, False),
+        ({spec.ANNOTATION_DISABLE: "loadavg"}, True),
+        ({spec.ANNOTATION_FILES: "meminfo"}, False),
+        ({spec.ANNOTATION_FILES: "meminfo,sysinfo"}, True),
+    ],
+)
 def test_annotations_switch_sysinfo(notes, on):
     oci = {"annotations": notes}
     assert spec.sysinfo_selected(oci) is on
@@ -103,20 +141,27 @@ def test_render_from_the_files():
     assert v.loads == (1 << 15, 1 << 14, 1 << 16)
     assert v.procs == 7
     # with the view's fixed-point averages: no two-decimal rounding
-    v = sysinfo.render_sysinfo(MEMINFO, b"1.00 0\n", b"0.50 0.25 1.00 1/7 42\n",
-                               [1024, 512, 2048])
+    v = sysinfo.render_sysinfo(MEMINFO, b"1.00 0\n", b"0.50 0.25 1.00 1/7 42\n", [1024, 512, 2048])
     assert v.loads == (1 << 15, 1 << 14, 1 << 16)
 
 
 class _CSysinfo(ctypes.Structure):  # glibc's struct sysinfo, as a C program sees it
-    _fields_ = [("uptime", ctypes.c_long), ("loads", ctypes.c_ulong * 3),
-                ("totalram", ctypes.c_ulong), ("freeram", ctypes.c_ulong),
-                ("sharedram", ctypes.c_ulong), ("bufferram", ctypes.c_ulong),
-                ("totalswap", ctypes.c_ulong), ("freeswap", ctypes.c_ulong),
-                ("procs", ctypes.c_ushort), ("pad", ctypes.c_ushort),
-                ("totalhigh", ctypes.c_ulong), ("freehigh", ctypes.c_ulong),
-                ("mem_unit", ctypes.c_uint),
-                ("_f", ctypes.c_char * (20 - 2 * ctypes.sizeof(ctypes.c_long) - 4))]
+    _fields_ = [
+        ("uptime", ctypes.c_long),
+        ("loads", ctypes.c_ulong * 3),
+        ("totalram", ctypes.c_ulong),
+        ("freeram", ctypes.c_ulong),
+        ("sharedram", ctypes.c_ulong),
+        ("bufferram", ctypes.c_ulong),
+        ("totalswap", ctypes.c_ulong),
+        ("freeswap", ctypes.c_ulong),
+        ("procs", ctypes.c_ushort),
+        ("pad", ctypes.c_ushort),
+        ("totalhigh", ctypes.c_ulong),
+        ("freehigh", ctypes.c_ulong),
+        ("mem_unit", ctypes.c_uint),
+        ("_f", ctypes.c_char * (20 - 2 * ctypes.sizeof(ctypes.c_long) - 4)),
+    ]
 
 
 @pytest.mark.skipif(not seccomp_notify.supported(), reason="64-bit layouts only")
@@ -126,7 +171,12 @@ def test_packed_struct_matches_c_layout():
     assert len(data) == ctypes.sizeof(_CSysinfo) == sysinfo.SIZE
     c = _CSysinfo.from_buffer_copy(data)
     assert (c.uptime, c.totalram, c.freeswap, c.procs, c.mem_unit) == (
-        13, 262144 * 1024, 65000 * 1024, 7, 1)
+        13,
+        262144 * 1024,
+        65000 * 1024,
+        7,
+        1,
+    )
     assert list(c.loads) == [1 << 15, 1 << 14, 1 << 16]
 
 

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from procfs.view import View
-from shim.sysinfo_notify import SysinfoNotifier
+from shim.task.sysinfo_notify import SysinfoNotifier
 
 
 def _send(path: str, data: bytes, fds: list[int] = ()) -> None:

@@ -56,11 +56,11 @@ from protos.gen.containerd.task import v3 as api3
 from protos.gen.containerd.types import Mount
 from protos.gen.containerd.v1 import types as v1types
 from protos.gen.runtimeoptions import v1 as runtimeoptions
-from shim import config
-from shim.errors import Code, ConnectionClosed, RpcError
+from shim.entry import config
 from shim.identity import socket_path, state_dir
-from shim.rpc import Method
-from shim.ttrpc import TtrpcClient, TtrpcServer
+from shim.transport.errors import Code, ConnectionClosed, RpcError
+from shim.transport.rpc import Method
+from shim.transport.ttrpc import TtrpcClient, TtrpcServer
 
 pytestmark = pytest.mark.e2e
 
@@ -141,8 +141,9 @@ async def fake_containerd(tmp: Path) -> AsyncIterator[tuple[Events, str]]:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address + ".ttrpc")
     listener.listen(16)
-    server = TtrpcServer({EVENTS_SERVICE: {"Forward": Method(events_svc.ForwardRequest,
-                                                             events.forward)}})
+    server = TtrpcServer(
+        {EVENTS_SERVICE: {"Forward": Method(events_svc.ForwardRequest, events.forward)}}
+    )
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve, listener)
         try:
@@ -157,8 +158,9 @@ async def fake_containerd(tmp: Path) -> AsyncIterator[tuple[Events, str]]:
 class TaskClient:
     """One surface over ttrpc v2/v3 and gRPC v3: v2 messages in and out, RpcError on failure."""
 
-    async def call(self, name: str, request: betterproto.Message,
-                   reply: type[betterproto.Message]) -> Any:
+    async def call(
+        self, name: str, request: betterproto.Message, reply: type[betterproto.Message]
+    ) -> Any:
         raise NotImplementedError
 
 
@@ -166,27 +168,35 @@ class TtrpcTaskClient(TaskClient):
     def __init__(self, client: TtrpcClient, service: str, namespace: str) -> None:
         self.client, self.service, self.namespace = client, service, namespace
 
-    async def call(self, name: str, request: betterproto.Message,
-                   reply: type[betterproto.Message]) -> Any:
-        return await self.client.call(self.service, name, request, reply, timeout=30,
-                                      metadata={"containerd-namespace-ttrpc": self.namespace})
+    async def call(
+        self, name: str, request: betterproto.Message, reply: type[betterproto.Message]
+    ) -> Any:
+        return await self.client.call(
+            self.service,
+            name,
+            request,
+            reply,
+            timeout=30,
+            metadata={"containerd-namespace-ttrpc": self.namespace},
+        )
 
 
 class GrpcTaskClient(TaskClient):
     """grpclib client from the betterproto stubs; v2 <-> v3 by bytes (identical schemas)."""
 
     def __init__(self, channel: Channel, namespace: str) -> None:
-        self.stub = api3.TaskStub(channel, metadata={"containerd-namespace": namespace},
-                                  timeout=30)
+        self.stub = api3.TaskStub(channel, metadata={"containerd-namespace": namespace}, timeout=30)
 
-    async def call(self, name: str, request: betterproto.Message,
-                   reply: type[betterproto.Message]) -> Any:
+    async def call(
+        self, name: str, request: betterproto.Message, reply: type[betterproto.Message]
+    ) -> Any:
         # grpclib cancels the calling task when the connection drops mid-call and never
         # uncancels it, which anyio later takes for an outside cancellation: give it its own.
         return await asyncio.ensure_future(self._call(name, request, reply))
 
-    async def _call(self, name: str, request: betterproto.Message,
-                    reply: type[betterproto.Message]) -> Any:
+    async def _call(
+        self, name: str, request: betterproto.Message, reply: type[betterproto.Message]
+    ) -> Any:
         v3_request = getattr(api3, type(request).__name__)().parse(bytes(request))
         method = getattr(self.stub, betterproto.casing.snake_case(name))
         try:
@@ -240,8 +250,13 @@ class Shim:
         return socket_path(self.address, self.namespace, self.id, self.socket_dir)
 
 
-def make_bundle(tmp: Path, cid: str, namespace: str, command: list[str],
-                annotations: dict[str, str] | None = None) -> Path:
+def make_bundle(
+    tmp: Path,
+    cid: str,
+    namespace: str,
+    command: list[str],
+    annotations: dict[str, str] | None = None,
+) -> Path:
     """What containerd lays out before `start`: config.json, empty rootfs/, the `log` fifo."""
     bundle = tmp / cid
     bundle.mkdir()
@@ -274,12 +289,21 @@ async def _drain(fd: int, into: bytearray) -> None:
 
 
 @asynccontextmanager
-async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: str, *,
-                       namespace: str, command: list[str], options: bytes = b"",
-                       env: dict[str, str] | None = None,
-                       annotations: dict[str, str] | None = None,
-                       containerd_version: str = "", socket_dir: str = "/run/containerd/s",
-                       extensions: tuple[AnyMsg, ...] = ()) -> AsyncIterator[Shim]:
+async def started_shim(
+    shim_bin: str,
+    tmp: Path,
+    containerd_address: str,
+    cid: str,
+    *,
+    namespace: str,
+    command: list[str],
+    options: bytes = b"",
+    env: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    containerd_version: str = "",
+    socket_dir: str = "/run/containerd/s",
+    extensions: tuple[AnyMsg, ...] = (),
+) -> AsyncIterator[Shim]:
     """Run `start` exactly as containerd does; clean up whatever the test left behind.
 
     With `containerd_version`, as containerd 2.3+ does: BootstrapParams on stdin (options as
@@ -287,11 +311,15 @@ async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: s
     """
     if containerd_version:
         params = boot.BootstrapParams(
-            instance_id=cid, namespace=namespace, log_level=boot.LogLevel.DEBUG,
+            instance_id=cid,
+            namespace=namespace,
+            log_level=boot.LogLevel.DEBUG,
             containerd_version=containerd_version,
             containerd_ttrpc_address=containerd_address + ".ttrpc",
-            containerd_grpc_address=containerd_address, containerd_binary="/usr/bin/containerd",
-            socket_dir=socket_dir)
+            containerd_grpc_address=containerd_address,
+            containerd_binary="/usr/bin/containerd",
+            socket_dir=socket_dir,
+        )
         if options:
             params.extensions.append(boot.Extension(value=AnyMsg().parse(options)))
         params.extensions.extend(boot.Extension(value=e) for e in extensions)
@@ -300,29 +328,59 @@ async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: s
     log = bytearray()
     log_fd = os.open(bundle / "log", os.O_RDWR | os.O_NONBLOCK)  # as containerd holds it
     inherited = {k: v for k, v in os.environ.items() if k != config.ENV}
-    environ = {**inherited, "GOMAXPROCS": "2", "MAX_SHIM_VERSION": "2",
-               "TTRPC_ADDRESS": containerd_address + ".ttrpc",
-               "GRPC_ADDRESS": containerd_address, "NAMESPACE": namespace, **(env or {})}
-    cmd = [shim_bin, "-namespace", namespace, "-address", containerd_address,
-           "-publish-binary", "/usr/bin/containerd", "-id", cid, "start"]
+    environ = {
+        **inherited,
+        "GOMAXPROCS": "2",
+        "MAX_SHIM_VERSION": "2",
+        "TTRPC_ADDRESS": containerd_address + ".ttrpc",
+        "GRPC_ADDRESS": containerd_address,
+        "NAMESPACE": namespace,
+        **(env or {}),
+    }
+    cmd = [
+        shim_bin,
+        "-namespace",
+        namespace,
+        "-address",
+        containerd_address,
+        "-publish-binary",
+        "/usr/bin/containerd",
+        "-id",
+        cid,
+        "start",
+    ]
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_drain, log_fd, log)
             with anyio.fail_after(30):
-                done = await anyio.run_process(cmd, input=options, cwd=bundle, env=environ,
-                                               check=False)
+                done = await anyio.run_process(
+                    cmd, input=options, cwd=bundle, env=environ, check=False
+                )
             # containerd reads stdout and stderr combined: only the address may be there
             assert done.returncode == 0 and not done.stderr, (done, bytes(log).decode())
             if containerd_version:
                 answer = boot.BootstrapResult().parse(done.stdout)
                 assert bytes(answer) == done.stdout  # nothing else, nothing unknown
-                output = json.dumps({"version": answer.version, "address": answer.address,
-                                     "protocol": answer.protocol}, separators=(",", ":"))
+                output = json.dumps(
+                    {
+                        "version": answer.version,
+                        "address": answer.address,
+                        "protocol": answer.protocol,
+                    },
+                    separators=(",", ":"),
+                )
             else:
                 output = done.stdout.decode().strip()
             assert "\n" not in output, output
-            shim = Shim(namespace, containerd_address, cid, bundle, output, log,
-                        socket_dir if containerd_version else "")
+            shim = Shim(
+                namespace,
+                containerd_address,
+                cid,
+                bundle,
+                output,
+                log,
+                socket_dir if containerd_version else "",
+            )
             try:
                 yield shim
             finally:
@@ -334,10 +392,13 @@ async def started_shim(shim_bin: str, tmp: Path, containerd_address: str, cid: s
 
 
 def _shim_pids(containerd_address: str, cid: str | None = None) -> list[int]:
-    return [pid for pid, argv in harness.process_cmdlines().items()
-            if harness._flag_value(argv, "address") == containerd_address
-            and any(harness.LXCFS_SHIM in a for a in argv[:3])
-            and cid in (None, harness._flag_value(argv, "id"))]
+    return [
+        pid
+        for pid, argv in harness.process_cmdlines().items()
+        if harness._flag_value(argv, "address") == containerd_address
+        and any(harness.LXCFS_SHIM in a for a in argv[:3])
+        and cid in (None, harness._flag_value(argv, "id"))
+    ]
 
 
 def _cleanup(shim_bin: str, namespace: str, address: str, cid: str, bundle: Path) -> None:
@@ -345,8 +406,11 @@ def _cleanup(shim_bin: str, namespace: str, address: str, cid: str, bundle: Path
     for pid in _shim_pids(address, cid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
-    subprocess.run(["runc", "--root", f"/run/containerd/runc/{namespace}", "delete", "--force",
-                    cid], capture_output=True, check=False)
+    subprocess.run(
+        ["runc", "--root", f"/run/containerd/runc/{namespace}", "delete", "--force", cid],
+        capture_output=True,
+        check=False,
+    )
     with contextlib.suppress(OSError):
         os.rmdir(f"/run/containerd/runc/{namespace}")
     for mp in reversed([m for m in harness.mount_points() if m.startswith(str(bundle))]):
@@ -386,13 +450,23 @@ def _expected_output(mode: str, path: str, bootstrap: bool = False) -> str:
 # --------------------------------------------------------------------------- lifecycle
 
 
-#: A containerd newer than every release known to drop gRPC shims (shim/config.py).
+#: A containerd newer than every release known to drop gRPC shims (shim/entry/config.py).
 FUTURE = "v2.99.0"
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("way", ["default", "legacy-grpc-refused", "env", "bootstrap-default",
-                                 "bootstrap-socket-dir", "options-body", "options-path"])
+@pytest.mark.parametrize(
+    "way",
+    [
+        "default",
+        "legacy-grpc-refused",
+        "env",
+        "bootstrap-default",
+        "bootstrap-socket-dir",
+        "options-body",
+        "options-path",
+    ],
+)
 async def test_lifecycle(way: str, tmp_path: Path, rootfs: Path, shim_bin: str) -> None:
     mode, options, env, version = {
         "default": (config.V2, b"", {}, ""),
@@ -400,10 +474,18 @@ async def test_lifecycle(way: str, tmp_path: Path, rootfs: Path, shim_bin: str) 
         "env": (config.V3_TTRPC, b"", {config.ENV: config.V3_TTRPC}, ""),
         "bootstrap-default": (config.V3_TTRPC, b"", {}, "v2.4.2"),
         "bootstrap-socket-dir": (config.V3_TTRPC, b"", {}, "v2.4.2"),
-        "options-body": (config.V3_GRPC, runtime_options(body='task_api = "v3-grpc"\n'), {},
-                         FUTURE),
-        "options-path": (config.V3_GRPC, runtime_options(path=str(tmp_path / "lxcfs.toml")),
-                         {config.ENV: config.V3_TTRPC}, FUTURE),  # options beat the env
+        "options-body": (
+            config.V3_GRPC,
+            runtime_options(body='task_api = "v3-grpc"\n'),
+            {},
+            FUTURE,
+        ),
+        "options-path": (
+            config.V3_GRPC,
+            runtime_options(path=str(tmp_path / "lxcfs.toml")),
+            {config.ENV: config.V3_TTRPC},
+            FUTURE,
+        ),  # options beat the env
     }[way]
     (tmp_path / "lxcfs.toml").write_text('# shim settings\ntask_api = "v3-grpc"\n')
     short_dir = tempfile.mkdtemp(prefix="s-", dir="/tmp")  # AF_UNIX paths: < 108 bytes
@@ -413,14 +495,23 @@ async def test_lifecycle(way: str, tmp_path: Path, rootfs: Path, shim_bin: str) 
     command = ["/bin/sh", "-c", f"cat /proc/meminfo > /tmp/{marker}; exec sleep 1000"]
     async with (
         fake_containerd(tmp_path) as (events, address),
-        started_shim(shim_bin, tmp_path, address, cid, namespace=namespace, command=command,
-                     options=options, env=env, containerd_version=version,
-                     # containerd 2.3+ may name another socket directory (rootless, config)
-                     socket_dir=short_dir if way == "bootstrap-socket-dir"
-                     else "/run/containerd/s",
-                     # an extension of a type this shim does not know: ignored, logged
-                     extensions=(AnyMsg(type_url="containerd.io/example.v1.Future",
-                                        value=b"\x08\x01"),) if version else ()) as shim,
+        started_shim(
+            shim_bin,
+            tmp_path,
+            address,
+            cid,
+            namespace=namespace,
+            command=command,
+            options=options,
+            env=env,
+            containerd_version=version,
+            # containerd 2.3+ may name another socket directory (rootless, config)
+            socket_dir=short_dir if way == "bootstrap-socket-dir" else "/run/containerd/s",
+            # an extension of a type this shim does not know: ignored, logged
+            extensions=(AnyMsg(type_url="containerd.io/example.v1.Future", value=b"\x08\x01"),)
+            if version
+            else (),
+        ) as shim,
     ):
         if way == "bootstrap-socket-dir":
             assert shim.socket.startswith(short_dir + "/")
@@ -441,8 +532,9 @@ async def test_lifecycle(way: str, tmp_path: Path, rootfs: Path, shim_bin: str) 
     os.rmdir(short_dir)  # the shim removed its socket: empty
 
 
-async def _lifecycle(client: TaskClient, shim: Shim, events: Events, rootfs: Path,
-                     marker: str) -> None:
+async def _lifecycle(
+    client: TaskClient, shim: Shim, events: Events, rootfs: Path, marker: str
+) -> None:
     cid = shim.id
     connected = await client.call("Connect", api.ConnectRequest(id=cid), api.ConnectResponse)
     shim_pid = connected.shim_pid
@@ -451,13 +543,20 @@ async def _lifecycle(client: TaskClient, shim: Shim, events: Events, rootfs: Pat
     # the same error, code and text, on every transport
     with pytest.raises(RpcError) as err:
         await client.call("State", api.StateRequest(id="missing"), api.StateResponse)
-    assert (err.value.code, err.value.message) == (Code.NOT_FOUND,
-                                                   "container not created: not found")
+    assert (err.value.code, err.value.message) == (
+        Code.NOT_FOUND,
+        "container not created: not found",
+    )
 
-    created = await client.call("Create", api.CreateTaskRequest(
-        id=cid, bundle=str(shim.bundle),
-        rootfs=[Mount(type="bind", source=str(rootfs), options=["rbind", "rw"])],
-    ), api.CreateTaskResponse)
+    created = await client.call(
+        "Create",
+        api.CreateTaskRequest(
+            id=cid,
+            bundle=str(shim.bundle),
+            rootfs=[Mount(type="bind", source=str(rootfs), options=["rbind", "rw"])],
+        ),
+        api.CreateTaskResponse,
+    )
     assert created.pid > 0
     started = await client.call("Start", api.StartRequest(id=cid), api.StartResponse)
     assert started.pid == created.pid
@@ -476,16 +575,24 @@ async def _lifecycle(client: TaskClient, shim: Shim, events: Events, rootfs: Pat
     waited = await client.call("Wait", api.WaitRequest(id=cid), api.WaitResponse)
     assert waited.exit_status == 137
     state = await client.call("State", api.StateRequest(id=cid), api.StateResponse)
-    assert (state.status, state.exit_status, state.pid) == (v1types.Status.STOPPED, 137,
-                                                           created.pid)
+    assert (state.status, state.exit_status, state.pid) == (
+        v1types.Status.STOPPED,
+        137,
+        created.pid,
+    )
     deleted = await client.call("Delete", api.DeleteRequest(id=cid), api.DeleteResponse)
     assert (deleted.pid, deleted.exit_status) == (created.pid, 137)
 
     await shutdown(client, cid)
     await wait_gone(shim_pid, shim.socket)
 
-    assert events.topics(cid) == ["/tasks/create", "/tasks/start", *exec_topics,
-                                  "/tasks/exit", "/tasks/delete"], events.topics(cid)
+    assert events.topics(cid) == [
+        "/tasks/create",
+        "/tasks/start",
+        *exec_topics,
+        "/tasks/exit",
+        "/tasks/delete",
+    ], events.topics(cid)
     assert {e.namespace for e in events.received} == {shim.namespace}
     log = bytes(shim.log).decode(errors="replace")
     assert "level=error" not in log, log
@@ -493,12 +600,16 @@ async def _lifecycle(client: TaskClient, shim: Shim, events: Events, rootfs: Pat
 
 async def _exec(client: TaskClient, cid: str) -> list[str]:
     """Exec a process to completion; the events it must have published."""
-    process = {"args": ["/bin/sh", "-c", "exit 3"], "cwd": "/", "env": ["PATH=/bin"],
-               "user": {"uid": 0, "gid": 0}, "terminal": False}
+    process = {
+        "args": ["/bin/sh", "-c", "exit 3"],
+        "cwd": "/",
+        "env": ["PATH=/bin"],
+        "user": {"uid": 0, "gid": 0},
+        "terminal": False,
+    }
     spec = AnyMsg(type_url=PROCESS_SPEC, value=json.dumps(process).encode())
     await client.call("Exec", api.ExecProcessRequest(id=cid, exec_id="e1", spec=spec), Empty)
-    started = await client.call("Start", api.StartRequest(id=cid, exec_id="e1"),
-                                api.StartResponse)
+    started = await client.call("Start", api.StartRequest(id=cid, exec_id="e1"), api.StartResponse)
     assert started.pid > 0
     waited = await client.call("Wait", api.WaitRequest(id=cid, exec_id="e1"), api.WaitResponse)
     assert waited.exit_status == 3
@@ -515,8 +626,9 @@ async def _raw_exchange(path: str, data: bytes) -> bytes:
     async with await anyio.connect_unix(path) as stream:
         await stream.send(data)
         with anyio.move_on_after(5) as scope:
-            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError,
-                                     ConnectionResetError):
+            with contextlib.suppress(
+                anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError
+            ):
                 while True:
                     received += await stream.receive()
         assert not scope.cancelled_caught, f"connection still open after {received[:200]!r}"
@@ -541,15 +653,23 @@ async def test_grpc_bad_input_keeps_serving(tmp_path: Path, rootfs: Path, shim_b
     cid = "c-bad"
     async with (
         fake_containerd(tmp_path) as (_events, address),
-        started_shim(shim_bin, tmp_path, address, cid, namespace=namespace,
-                     command=["/bin/sleep", "1000"], env={config.ENV: config.V3_GRPC},
-                     containerd_version=FUTURE) as shim,
+        started_shim(
+            shim_bin,
+            tmp_path,
+            address,
+            cid,
+            namespace=namespace,
+            command=["/bin/sleep", "1000"],
+            env={config.ENV: config.V3_GRPC},
+            containerd_version=FUTURE,
+        ) as shim,
     ):
         path = shim.socket
         assert shim.output == _expected_output(config.V3_GRPC, path)
         async with task_client(shim.output, namespace) as client:
-            pid = (await client.call("Connect", api.ConnectRequest(id=cid),
-                                     api.ConnectResponse)).shim_pid
+            pid = (
+                await client.call("Connect", api.ConnectRequest(id=cid), api.ConnectResponse)
+            ).shim_pid
 
             # garbage bytes and an HTTP/1.1 request: the connection is closed
             await _raw_exchange(path, os.urandom(4096))
@@ -560,21 +680,26 @@ async def test_grpc_bad_input_keeps_serving(tmp_path: Path, rootfs: Path, shim_b
             channel = Channel(path=path, codec=_RawBytes())  # type: ignore[arg-type]
             try:
                 # unknown method or service: UNIMPLEMENTED with the ttrpc server's text
-                for method, text in (("/containerd.task.v3.Task/Nope", "method Nope"),
-                                     ("/containerd.task.v9.Task/State",
-                                      "service containerd.task.v9.Task")):
+                for method, text in (
+                    ("/containerd.task.v3.Task/Nope", "method Nope"),
+                    ("/containerd.task.v9.Task/State", "service containerd.task.v9.Task"),
+                ):
                     with pytest.raises(GRPCError) as err:
-                        async with channel.request(method, Cardinality.UNARY_UNARY, bytes,
-                                                   bytes, timeout=10) as stream:
+                        async with channel.request(
+                            method, Cardinality.UNARY_UNARY, bytes, bytes, timeout=10
+                        ) as stream:
                             await stream.send_message(b"", end=True)
                             await stream.recv_message()
-                    assert (err.value.status.value, err.value.message) == (
-                        Code.UNIMPLEMENTED, text)
+                    assert (err.value.status.value, err.value.message) == (Code.UNIMPLEMENTED, text)
                 # a payload that is not a StateRequest: INTERNAL, as ttrpc answers it
                 with pytest.raises(GRPCError) as err:
-                    async with channel.request("/containerd.task.v3.Task/State",
-                                               Cardinality.UNARY_UNARY, bytes, bytes,
-                                               timeout=10) as stream:
+                    async with channel.request(
+                        "/containerd.task.v3.Task/State",
+                        Cardinality.UNARY_UNARY,
+                        bytes,
+                        bytes,
+                        timeout=10,
+                    ) as stream:
                         await stream.send_message(b"\x0a\x02\xff\xfe", end=True)  # bad UTF-8
                         await stream.recv_message()
                 assert err.value.status.value == Code.INTERNAL
@@ -594,34 +719,53 @@ async def test_grpc_bad_input_keeps_serving(tmp_path: Path, rootfs: Path, shim_b
             assert again.shim_pid == pid
             with pytest.raises(RpcError) as err:
                 await client.call("State", api.StateRequest(id=cid), api.StateResponse)
-            assert (err.value.code, err.value.message) == (Code.NOT_FOUND,
-                                                           "container not created: not found")
+            assert (err.value.code, err.value.message) == (
+                Code.NOT_FOUND,
+                "container not created: not found",
+            )
             await shutdown(client, cid)
         await wait_gone(pid, path)
 
 
 @pytest.mark.anyio
 async def test_group_reuse_prints_what_the_running_shim_serves(
-        tmp_path: Path, rootfs: Path, shim_bin: str) -> None:
+    tmp_path: Path, rootfs: Path, shim_bin: str
+) -> None:
     """A second container of the group gets the running shim's address, not today's setting."""
     namespace = f"lxcfs-tr-{os.getpid()}-grp"
     group = {"io.containerd.lxcfs.v2.group": "pod"}
     async with (
         fake_containerd(tmp_path) as (_events, address),
-        started_shim(shim_bin, tmp_path, address, "first", namespace=namespace,
-                     command=["/bin/true"], env={config.ENV: config.V3_GRPC},
-                     annotations=group, containerd_version=FUTURE) as first,
+        started_shim(
+            shim_bin,
+            tmp_path,
+            address,
+            "first",
+            namespace=namespace,
+            command=["/bin/true"],
+            env={config.ENV: config.V3_GRPC},
+            annotations=group,
+            containerd_version=FUTURE,
+        ) as first,
     ):
         path = socket_path(address, namespace, "pod")
         assert first.output == _expected_output(config.V3_GRPC, path)
-        async with started_shim(shim_bin, tmp_path, address, "second", namespace=namespace,
-                                command=["/bin/true"], annotations=group,
-                                containerd_version=FUTURE) as second:
+        async with started_shim(
+            shim_bin,
+            tmp_path,
+            address,
+            "second",
+            namespace=namespace,
+            command=["/bin/true"],
+            annotations=group,
+            containerd_version=FUTURE,
+        ) as second:
             assert second.output == first.output
             assert not (second.bundle / "address").exists()
         async with task_client(first.output, namespace) as client:
-            pid = (await client.call("Connect", api.ConnectRequest(id="first"),
-                                     api.ConnectResponse)).shim_pid
+            pid = (
+                await client.call("Connect", api.ConnectRequest(id="first"), api.ConnectResponse)
+            ).shim_pid
             await shutdown(client, "first")
         await wait_gone(pid, path)
         # the record went with the shim: a new start follows the setting again
@@ -629,21 +773,36 @@ async def test_group_reuse_prints_what_the_running_shim_serves(
 
 
 @pytest.mark.anyio
-async def test_bad_setting_fails_start_loudly(tmp_path: Path, rootfs: Path,
-                                              shim_bin: str) -> None:
+async def test_bad_setting_fails_start_loudly(tmp_path: Path, rootfs: Path, shim_bin: str) -> None:
     """containerd shows `<output>: exit status 1`; no daemon, no socket is left."""
     namespace = f"lxcfs-tr-{os.getpid()}-cfg"
     bundle = make_bundle(tmp_path, "c-cfg", namespace, ["/bin/true"])
     address = str(tmp_path / "c.sock")
-    for options, env in ((b"", {config.ENV: "v4"}),
-                         (runtime_options(body="task_api = 3\n"), {}),
-                         (runtime_options(body="task_api = [\n"), {}),
-                         (runtime_options(path=str(tmp_path / "missing.toml")), {})):
+    for options, env in (
+        (b"", {config.ENV: "v4"}),
+        (runtime_options(body="task_api = 3\n"), {}),
+        (runtime_options(body="task_api = [\n"), {}),
+        (runtime_options(path=str(tmp_path / "missing.toml")), {}),
+    ):
         done = subprocess.run(
-            [shim_bin, "-namespace", namespace, "-address", address, "-publish-binary",
-             "/usr/bin/containerd", "-id", "c-cfg", "start"],
-            cwd=bundle, input=options, capture_output=True, timeout=30,
-            env={**os.environ, **env})
+            [
+                shim_bin,
+                "-namespace",
+                namespace,
+                "-address",
+                address,
+                "-publish-binary",
+                "/usr/bin/containerd",
+                "-id",
+                "c-cfg",
+                "start",
+            ],
+            cwd=bundle,
+            input=options,
+            capture_output=True,
+            timeout=30,
+            env={**os.environ, **env},
+        )
         assert done.returncode == 1 and not done.stdout, done
         assert b"task" in done.stderr or b"config" in done.stderr, done
     assert not os.path.exists(socket_path(address, namespace, "c-cfg"))
@@ -652,9 +811,16 @@ async def test_bad_setting_fails_start_loudly(tmp_path: Path, rootfs: Path,
 
 def test_start_stays_stdlib_only() -> None:
     """start runs per container on the create path: no grpclib/betterproto imports."""
-    code = ("import sys, shim.start, shim.info, shim.config; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('grpclib', 'betterproto', 'anyio', 'protos')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    code = (
+        "import sys, shim.entry.start, shim.entry.info, shim.entry.config; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('grpclib', 'betterproto', 'anyio', 'protos')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert out.stdout.strip() == "[]"

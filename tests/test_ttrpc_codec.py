@@ -8,8 +8,8 @@ import pytest
 
 from protos.gen.google.rpc import Status
 from protos.gen.ttrpc import KeyValue, Request, Response
-from shim.errors import Code, RpcError
-from shim.ttrpc.codec import (
+from shim.transport.errors import Code, RpcError
+from shim.transport.ttrpc.codec import (
     HEADER_SIZE,
     MAX_DATA_SIZE,
     ClientConnection,

@@ -1,4 +1,4 @@
-"""shim.errors: codes, errdefs-style messages and exception mapping."""
+"""shim.transport.errors: codes, errdefs-style messages and exception mapping."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from shim.errors import Code, ConnectionClosed, RpcError, status_of
+from shim.transport.errors import Code, ConnectionClosed, RpcError, status_of
 
 
 def test_codes_match_grpc() -> None:

@@ -19,10 +19,10 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from protos.gen.google.rpc import Status
 from protos.gen.ttrpc import Request, Response
-from shim.errors import Code, ConnectionClosed, RpcError
-from shim.rpc import Method, Services, request_metadata
-from shim.ttrpc import TtrpcClient, TtrpcServer
-from shim.ttrpc.server import peer_is_same_user
+from shim.transport.errors import Code, ConnectionClosed, RpcError
+from shim.transport.rpc import Method, Services, request_metadata
+from shim.transport.ttrpc import TtrpcClient, TtrpcServer
+from shim.transport.ttrpc.server import peer_is_same_user
 
 SVC = "test.v1.Echo"
 

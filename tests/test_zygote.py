@@ -20,7 +20,7 @@ from harness import (
     wait_until,
 )
 
-from shim import start, zygote
+from shim.entry import start, zygote
 
 
 def test_request_round_trip(monkeypatch) -> None:
@@ -29,12 +29,17 @@ def test_request_round_trip(monkeypatch) -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     r, w = os.pipe()
     with a, b:
-        a.sendmsg([start._zygote_request(argv, "/run/bundle")],
-                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, r.to_bytes(4, "little"))])
+        a.sendmsg(
+            [start._zygote_request(argv, "/run/bundle")],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, r.to_bytes(4, "little"))],
+        )
         request, fd = zygote._recv_request(b)
     try:
-        assert request == {"argv": argv, "cwd": "/run/bundle",
-                           "env": {"TTRPC_ADDRESS": "/run/c.sock.ttrpc", "A": "x=y"}}
+        assert request == {
+            "argv": argv,
+            "cwd": "/run/bundle",
+            "env": {"TTRPC_ADDRESS": "/run/c.sock.ttrpc", "A": "x=y"},
+        }
         assert os.path.sameopenfile(fd, r)
     finally:
         for f in (fd, r, w):
@@ -74,11 +79,24 @@ def test_shims_are_forked_from_the_zygote(containerd, busybox_rootfs, cid):
                 break
             time.sleep(1)  # the zygote is still importing
         assert forked, "no shim was forked from the zygote"
-        assert wait_until(lambda: any(Path(p).name.startswith("zygote-")
-                                      for p in os.listdir("/run/containerd-shim-lxcfs")), 5)
+        assert wait_until(
+            lambda: any(
+                Path(p).name.startswith("zygote-") for p in os.listdir("/run/containerd-shim-lxcfs")
+            ),
+            5,
+        )
         # a forked shim works like any other: exec sees the view, kill and delete work
-        r = containerd.ctr("task", "exec", "--exec-id", "e1", ids[-1], "/bin/head", "-1",
-                           "/proc/meminfo", timeout=30)
+        r = containerd.ctr(
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            ids[-1],
+            "/bin/head",
+            "-1",
+            "/proc/meminfo",
+            timeout=30,
+        )
         assert r.returncode == 0 and r.stdout.startswith("MemTotal:"), r.stderr
     finally:
         for c in ids:
@@ -131,14 +149,16 @@ def test_a_warm_spare_becomes_the_next_shim(containerd, busybox_rootfs, cid):
                 break
             c = f"{cid}-{attempt}"
             ids.append(c)
-            waiting = wait_until(lambda z=path: {k: v for k, v in spares().items()
-                                                 if z is None or v == z}, 10)
+            waiting = wait_until(
+                lambda z=path: {k: v for k, v in spares().items() if z is None or v == z}, 10
+            )
             assert waiting, f"no spare next to a zygote: {_zygote_family()}"
             r = containerd.run_detached(LXCFS_RUNTIME, busybox_rootfs, c, "/bin/sleep", "1000")
             assert r.returncode == 0, r.stderr
-            (shim_pid, _), = containerd.shim_processes(c)
-            r = containerd.ctr("task", "exec", "--exec-id", "e1", c, "/bin/head", "-1",
-                               "/proc/meminfo", timeout=30)
+            ((shim_pid, _),) = containerd.shim_processes(c)
+            r = containerd.ctr(
+                "task", "exec", "--exec-id", "e1", c, "/bin/head", "-1", "/proc/meminfo", timeout=30
+            )
             assert r.returncode == 0 and r.stdout.startswith("MemTotal:"), r.stderr
             if path is None and shim_pid not in waiting:
                 continue  # this code's zygote was still warming up (start exec'd the shim)
@@ -165,8 +185,9 @@ def test_a_warm_spare_becomes_the_next_shim(containerd, busybox_rootfs, cid):
 def _memory_cgroup(pid: int | str = "self") -> str:
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(",") or (controllers == "" and
-                                                   not Path("/sys/fs/cgroup/memory").is_dir()):
+        if "memory" in controllers.split(",") or (
+            controllers == "" and not Path("/sys/fs/cgroup/memory").is_dir()
+        ):
             return path
     raise AssertionError("no memory cgroup")
 
@@ -177,8 +198,9 @@ def _memory_root() -> Path:
 
 
 @contextlib.contextmanager
-def _containerd_in_new_cgroup(name: str, env: dict[str, str] | None = None,
-                              wrapper: str | None = None):
+def _containerd_in_new_cgroup(
+    name: str, env: dict[str, str] | None = None, wrapper: str | None = None
+):
     """A private containerd moved into a memory cgroup of its own before any shim starts:
     a context no zygote has served yet (identity.process_context)."""
     group = _memory_root() / _memory_cgroup().lstrip("/") / f"churn-{name}-{os.getpid()}"
@@ -223,7 +245,7 @@ def _run_until_forked(c: PrivateContainerd, rootfs: Path, hint: str) -> tuple[st
         cid = c.new_id(f"{hint}{attempt}")
         r = c.run_detached(LXCFS_RUNTIME, rootfs, cid, "/bin/sleep", "1000")
         assert r.returncode == 0, r.stderr
-        (pid, _), = c.shim_processes(cid)
+        ((pid, _),) = c.shim_processes(cid)
         if _cmdline(pid).startswith(b"containerd-shim-lxcfs-v2 -namespace "):
             return cid, pid
         c.force_remove(cid)
@@ -237,16 +259,19 @@ def test_a_zygote_per_cgroup_and_its_idle_exit(busybox_rootfs):
     are charged where an exec'd shim would be; the zygote exits when idle (with its spare)
     and removes its socket."""
     idle = 3
-    with _containerd_in_new_cgroup("idle", {"CONTAINERD_SHIM_LXCFS_ZYGOTE_IDLE": str(idle)}
-                                   ) as (c, group):
+    with _containerd_in_new_cgroup("idle", {"CONTAINERD_SHIM_LXCFS_ZYGOTE_IDLE": str(idle)}) as (
+        c,
+        group,
+    ):
         cid, shim = _run_until_forked(c, busybox_rootfs, "cg")
         assert _memory_cgroup(shim) == _memory_cgroup(c.proc.pid) != _memory_cgroup()
         zygotes = wait_until(lambda: _zygotes_in(group), 10)
         assert zygotes, "the zygote is not in containerd's cgroup"
         sockets = {_zygote_socket_of(p) for p in zygotes}
         assert len(sockets) == 1 and all(os.path.exists(s) for s in sockets), sockets
-        r = c.ctr("task", "exec", "--exec-id", "e1", cid, "/bin/head", "-1", "/proc/meminfo",
-                  timeout=30)
+        r = c.ctr(
+            "task", "exec", "--exec-id", "e1", cid, "/bin/head", "-1", "/proc/meminfo", timeout=30
+        )
         assert r.returncode == 0 and r.stdout.startswith("MemTotal:"), r.stderr
         c.force_remove(cid)
         assert not c.wait_no_leaks_for(cid)
@@ -277,8 +302,12 @@ def test_a_killed_zygotes_socket_is_removed(busybox_rootfs):
         r = c.run(LXCFS_RUNTIME, busybox_rootfs, cid, "/bin/true")
         assert r.returncode == 0, r.stderr
         # the next start found it dead: removed it and launched a new zygote on the path
-        assert wait_until(lambda: [p for p in _zygotes_in(group) if os.getsid(p) == p
-                                   and _zygote_socket_of(p) == path], 10)
+        assert wait_until(
+            lambda: [
+                p for p in _zygotes_in(group) if os.getsid(p) == p and _zygote_socket_of(p) == path
+            ],
+            10,
+        )
         assert not c.wait_no_leaks_for(cid)
 
 
@@ -287,8 +316,9 @@ def test_a_containerd_in_a_private_mount_namespace(busybox_rootfs, tmp_path):
     """Its shims live in its mount namespace (views and all), forked or not: nothing of
     theirs is mounted in ours, and killing them leaves no dead view here."""
     wrapper = tmp_path / "containerd"
-    wrapper.write_text("#!/bin/sh\nexec unshare -m --propagation private "
-                       f"{shutil.which('containerd')} \"$@\"\n")
+    wrapper.write_text(
+        f'#!/bin/sh\nexec unshare -m --propagation private {shutil.which("containerd")} "$@"\n'
+    )
     wrapper.chmod(0o755)
     with _containerd_in_new_cgroup("mntns", wrapper=str(wrapper)) as (c, group):
         ns = os.readlink(f"/proc/{c.proc.pid}/ns/mnt")

@@ -4,7 +4,7 @@ bench.profile runs the shims through a copy of the installed launcher that impor
 first (the real launcher runs `python -S`, so a sitecustomize would never load). Processes:
 
 * `start`, `delete`, an exec'd serving process: profiled from here (imports included) until
-  `shim.cli.main` returns;
+  `shim.entry.cli.main` returns;
 * the fork server (`-zygote`): not profiled itself; each spare it forks is profiled from the
   moment a `start` hands it over until it exits, i.e. without the imports and the event-loop
   set-up it did ahead, as in production.
@@ -29,9 +29,9 @@ def _dump(prof: cProfile.Profile, action: str) -> None:
 
 
 def _profile_forked_shims() -> None:
-    import shim.daemon
+    import shim.entry.daemon
 
-    real = shim.daemon.serve_spare
+    real = shim.entry.daemon.serve_spare
 
     def serve_spare(ready: int, take: Callable[[], tuple[list[str], int]]) -> int:
         prof = cProfile.Profile()
@@ -46,7 +46,7 @@ def _profile_forked_shims() -> None:
         finally:
             _dump(prof, "serve")
 
-    shim.daemon.serve_spare = serve_spare
+    shim.entry.daemon.serve_spare = serve_spare
 
 
 def install() -> None:
@@ -56,13 +56,13 @@ def install() -> None:
     if "-zygote" in argv:
         _profile_forked_shims()
         return
-    # shim.cli.run ends with os._exit (no atexit): dump when main returns
+    # shim.entry.cli.run ends with os._exit (no atexit): dump when main returns
     action = next((a for a in argv if a in ("start", "delete")), "serve")
     prof = cProfile.Profile()
     prof.enable()
-    import shim.cli
+    import shim.entry.cli
 
-    real_main = shim.cli.main
+    real_main = shim.entry.cli.main
 
     def profiled_main(argv: list[str] | None = None) -> int:
         try:
@@ -70,7 +70,7 @@ def install() -> None:
         finally:
             _dump(prof, action)
 
-    shim.cli.main = profiled_main
+    shim.entry.cli.main = profiled_main
 
 
 install()

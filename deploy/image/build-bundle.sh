@@ -35,7 +35,7 @@ WRAP
 # containerd runs containerd-shim-lxcfs-v2 (the name the shim re-executes itself by)
 cat >"$OUT/bin/containerd-shim-lxcfs-v2" <<SHIM
 #!$PREFIX/bin/python3
-from shim.cli import run
+from shim.entry.cli import run
 run()
 SHIM
 chmod 0755 "$OUT/bin/python3" "$OUT/bin/containerd-shim-lxcfs-v2"

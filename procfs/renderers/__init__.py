@@ -15,7 +15,15 @@ from procfs.renderers.uptime import render_uptime
 from procfs.renderers.vmstat import render_vmstat
 
 __all__ = [
-    "render_cpu_online", "render_cpuinfo", "render_diskstats", "render_loadavg",
-    "render_meminfo", "render_pressure", "render_slabinfo", "render_stat", "render_swaps",
-    "render_uptime", "render_vmstat",
+    "render_cpu_online",
+    "render_cpuinfo",
+    "render_diskstats",
+    "render_loadavg",
+    "render_meminfo",
+    "render_pressure",
+    "render_slabinfo",
+    "render_stat",
+    "render_swaps",
+    "render_uptime",
+    "render_vmstat",
 ]

@@ -18,11 +18,23 @@ SECTOR = 512
 def disk_fields(io: DiskIO) -> list[int]:
     """The kernel's 17 counters after the device name (Documentation/admin-guide/iostats)."""
     return [
-        io.reads, io.read_merged, io.read_bytes // SECTOR, io.read_ms,
-        io.writes, io.write_merged, io.write_bytes // SECTOR, io.write_ms,
-        0, io.io_ms, 0,
-        io.discards, io.discard_merged, io.discard_bytes // SECTOR, io.discard_ms,
-        0, 0,
+        io.reads,
+        io.read_merged,
+        io.read_bytes // SECTOR,
+        io.read_ms,
+        io.writes,
+        io.write_merged,
+        io.write_bytes // SECTOR,
+        io.write_ms,
+        0,
+        io.io_ms,
+        0,
+        io.discards,
+        io.discard_merged,
+        io.discard_bytes // SECTOR,
+        io.discard_ms,
+        0,
+        0,
     ]
 
 
@@ -39,6 +51,9 @@ def render_diskstats(host: bytes, devices: Iterable[DiskIO]) -> bytes:
         values = disk_fields(io)[: len(fields) - 3]
         if not any(values):
             continue
-        out.append(b"%4d %7d %s " % (int(fields[0]), int(fields[1]), fields[2])
-                   + b" ".join(b"%d" % v for v in values) + b"\n")
+        out.append(
+            b"%4d %7d %s " % (int(fields[0]), int(fields[1]), fields[2])
+            + b" ".join(b"%d" % v for v in values)
+            + b"\n"
+        )
     return b"".join(out)

@@ -65,8 +65,10 @@ def cgroup_ticks(cpu: CpuSnapshot, hz: int) -> list[tuple[int, int]]:
         shown = set(visible)
         extra_u = sum(u for c, (u, _) in cpu.percpu.items() if c not in shown) / n
         extra_s = sum(s for c, (_, s) in cpu.percpu.items() if c not in shown) / n
-        per = [(cpu.percpu.get(c, (0, 0))[0] + extra_u, cpu.percpu.get(c, (0, 0))[1] + extra_s)
-               for c in visible]
+        per = [
+            (cpu.percpu.get(c, (0, 0))[0] + extra_u, cpu.percpu.get(c, (0, 0))[1] + extra_s)
+            for c in visible
+        ]
     return [(int(u * hz // NSEC), int(s * hz // NSEC)) for u, s in per]
 
 
@@ -76,10 +78,10 @@ def cpu_columns(host_cpus: dict[int, list[int]], inp: StatInputs) -> list[list[i
     rows = []
     fallback = [0] * COLUMNS
     if host_cpus:
-        fallback = [sum(c[i] for c in host_cpus.values()) // len(host_cpus)
-                    for i in range(COLUMNS)]
-    for host_cpu, (user, system) in zip(inp.cpu.visible(), cgroup_ticks(inp.cpu, inp.hz),
-                                        strict=True):
+        fallback = [sum(c[i] for c in host_cpus.values()) // len(host_cpus) for i in range(COLUMNS)]
+    for host_cpu, (user, system) in zip(
+        inp.cpu.visible(), cgroup_ticks(inp.cpu, inp.hz), strict=True
+    ):
         h = host_cpus.get(host_cpu, fallback)
         elapsed = sum(h[:8])
         row = [0] * COLUMNS
@@ -93,8 +95,10 @@ def render_stat(host: bytes, inp: StatInputs, history: StatHistory) -> bytes:
     """Container /proc/stat; updates ``history`` with what it shows."""
     rows = cpu_columns(parse_host_cpus(host), inp)
     if len(history.cpus) == len(rows):
-        rows = [[max(a, b) for a, b in zip(new, old, strict=True)]
-                for new, old in zip(rows, history.cpus, strict=True)]
+        rows = [
+            [max(a, b) for a, b in zip(new, old, strict=True)]
+            for new, old in zip(rows, history.cpus, strict=True)
+        ]
     history.cpus = rows
     history.ctxt = max(history.ctxt, inp.tasks.ctxt)
     history.processes = max(history.processes, inp.tasks.last_pid)

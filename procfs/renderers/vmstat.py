@@ -42,8 +42,12 @@ GAUGES: dict[str, tuple[str, str, str]] = {
     "nr_file_hugepages": ("file_thp", "", "thp"),
 }
 #: Not in memory.stat under the same name; the cgroup has it under another.
-_V1_COUNTERS = {"pgpgin": "total_pgpgin", "pgpgout": "total_pgpgout",
-                "pgfault": "total_pgfault", "pgmajfault": "total_pgmajfault"}
+_V1_COUNTERS = {
+    "pgpgin": "total_pgpgin",
+    "pgpgout": "total_pgpgout",
+    "pgfault": "total_pgfault",
+    "pgmajfault": "total_pgmajfault",
+}
 THP_SIZE = 2 * 1024 * 1024
 
 
@@ -69,8 +73,14 @@ def _counter(stat: Mapping[str, int], version: int, name: str) -> int:
     return stat.get(name, 0)
 
 
-def render_vmstat(host: bytes, stat: Mapping[str, int], version: int, free_bytes: int,
-                  history: VmstatHistory, page_size: int = 4096) -> bytes:
+def render_vmstat(
+    host: bytes,
+    stat: Mapping[str, int],
+    version: int,
+    free_bytes: int,
+    history: VmstatHistory,
+    page_size: int = 4096,
+) -> bytes:
     """``host``: the host's /proc/vmstat; ``stat``: the cgroup's memory.stat (parsed);
     ``free_bytes``: the container's MemFree."""
     out = []
