@@ -18,6 +18,16 @@ still works) and installs :data:`TRIO` -- this module's namespace -- as pyfuse3'
   session (disarmed only if the fd stays readable while nobody waits, which would make a
   level-triggered epoll spin).
 
+pyfuse3 reads the request with a *blocking* read(2) right after ``wait_readable`` returns, and a
+queued request can vanish before that read: the kernel withdraws a request that no daemon has
+read yet when its caller gets a fatal signal (a reader SIGKILLed, a container killed). The read
+would then block the whole event loop -- Task API included -- until some other container reads
+a view file, possibly never. So ``wait_readable`` checks again right before it returns (a
+worker woken by the reader callback may have slept through a Kill handler that withdrew the
+request), and arms a one-shot timer (:data:`READ_BOUND`, SIGALRM with a no-op handler, so the
+read fails with EINTR and pyfuse3 just waits again) against the remaining kernel-side window;
+the next ``wait_readable`` disarms it.
+
 Only one FUSE session exists per process (pyfuse3 keeps it in module globals), so the state is
 module-level too.
 """
@@ -27,10 +37,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import select
+import signal
 import sys
+import threading
 import types
 from collections.abc import Callable, Coroutine
 from typing import Any
+
+from procfs import priority
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,8 @@ log = logging.getLogger(__name__)
 FAIR_EVERY = 16
 #: Reader callbacks in a row with nobody waiting before the fd is taken out of epoll.
 _IDLE_HITS = 3
+#: A read(2) of /dev/fuse that finds its request withdrawn is interrupted after this long.
+READ_BOUND = 0.05
 
 
 class ClosedResourceError(Exception):
@@ -56,6 +72,28 @@ class _FuseFd:
         self.idle = 0
         self.streak = 0
         self.closing = False
+        self.timer = False  # READ_BOUND can be armed (SIGALRM handled, main thread)
+        self.timer_armed = False
+
+    def _setup_timer(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            self.timer = False  # signals reach the main thread only: no bound off it
+            return
+        if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
+            # No SA_RESTART (Python's default): the blocked read returns EINTR.
+            signal.signal(signal.SIGALRM, _interrupt_read)
+        # SIGALRM owned by someone else (a test runner's timeout): no bound, theirs stays.
+        self.timer = signal.getsignal(signal.SIGALRM) is _interrupt_read
+
+    def _arm_timer(self) -> None:
+        if self.timer:
+            signal.setitimer(signal.ITIMER_REAL, READ_BOUND)
+            self.timer_armed = True
+
+    def _disarm_timer(self) -> None:
+        if self.timer_armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.timer_armed = False
 
     def bind(self, fd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -65,9 +103,11 @@ class _FuseFd:
             self.poller.register(fd, select.POLLIN)
             self.fd, self.loop = fd, loop
             self.closing = False
+            self._setup_timer()
 
     def release(self) -> None:
         """Forget the fd (before pyfuse3 closes it): out of epoll, waiter failed."""
+        self._disarm_timer()
         self._disarm()
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ClosedResourceError())
@@ -97,20 +137,31 @@ class _FuseFd:
             self._disarm()
 
     async def wait_readable(self, fd: int) -> None:
+        """Return when a request is queued, right before pyfuse3's blocking read(2)."""
+        self._disarm_timer()  # the previous read returned
         if fd != self.fd or self.loop is None:
             self.bind(fd)
-        if self.closing:
-            raise ClosedResourceError()
-        if self.poller.poll(0):
-            self.streak += 1
-            if self.streak < FAIR_EVERY:
-                return
-            self.streak = 0
-            await asyncio.sleep(0)  # let the shim's other tasks run, then serve on
+        while True:
             if self.closing:
                 raise ClosedResourceError()
-            return
-        self.streak = 0
+            if self.poller.poll(0):
+                self.streak += 1
+                if self.streak < FAIR_EVERY and not priority.urgent():
+                    self._arm_timer()
+                    return
+                self.streak = 0
+                await asyncio.sleep(0)  # let the shim's other tasks run, then serve on
+                if self.poller.poll(0) and not self.closing:  # still there after that turn
+                    self._arm_timer()
+                    return
+                continue
+            self.streak = 0
+            await self._wait_callback(fd)
+            if self.poller.poll(0) and not self.closing:  # not withdrawn meanwhile
+                self._arm_timer()
+                return
+
+    async def _wait_callback(self, fd: int) -> None:
         assert self.loop is not None
         waiter = self.loop.create_future()
         self.waiter = waiter
@@ -128,6 +179,10 @@ class _FuseFd:
         self.closing = True
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ClosedResourceError())
+
+
+def _interrupt_read(signum: int, frame: object) -> None:
+    """SIGALRM of READ_BOUND: nothing to do, the interrupted read(2) is the point."""
 
 
 _fd = _FuseFd()

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.e2e
 
-#: metric prefix → rows expected in --quick mode (view: one pair of rows per view file).
+#: metric prefix → rows expected in --quick mode (view: one pair of rows per view file;
+#: starvation: ours vs io.containerd.runc.v2 + lxcfs, idle and loaded, p50 and p99).
 EXPECTED = [
     ("lifecycle", "ctr run --rm /bin/true"),
     ("lifecycle", "shim start → address printed"),
@@ -37,6 +38,13 @@ EXPECTED = [
     ("sysinfo", "getppid(2), rule on (no profile)"),
     ("sysinfo", "getppid(2), rule on (--seccomp)"),
     ("sysinfo", "ctr run --rm /bin/true, all on"),
+    ("starvation", "State p99, idle"),
+    ("starvation", "State p99, 8 readers in the pod"),
+    ("starvation", "Exec p99, 8 readers in the pod"),
+    ("starvation", "Start (runc exec) p99, 8 readers in the pod"),
+    ("starvation", "Kill p99, 8 readers in the pod"),
+    ("starvation", "Kill → TaskExit at containerd p99, 8 readers in the pod"),
+    ("starvation", "Kill → Wait returns p99, 8 readers in the pod"),
 ]
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import anyio
 
+from procfs import priority
+
 log = logging.getLogger("shim.reaper")
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -93,6 +95,7 @@ class Reaper:
             if pid == 0:
                 return
             ex = Exit(pid, exit_status(status), time.time())
+            priority.boost()  # its TaskExit and Wait go ahead of the FUSE view's requests
             watch = self._watches.pop(pid, None)
             if watch is not None:
                 self._resolve(watch, ex)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -17,6 +17,7 @@ from typing import Any
 
 import betterproto
 
+from procfs import priority
 from shim import trace
 from shim.transport.errors import Code, RpcError, status_of
 
@@ -93,7 +94,8 @@ async def invoke(
     except Exception as exc:
         return Outcome(Code.INTERNAL, f"{unmarshal_error}: {exc}")
     try:
-        with bound_metadata(metadata):
+        # Wait is left out: containerd keeps one open per process for its whole life.
+        with bound_metadata(metadata), priority.control() if call != "Wait" else nullcontext():
             reply = await method.call(request)
         if not isinstance(reply, betterproto.Message):
             raise TypeError(f"handler returned {type(reply).__name__}, not a message")

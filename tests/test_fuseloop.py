@@ -1,0 +1,128 @@
+"""procfs.fuseloop: a withdrawn FUSE request never leaves the event loop blocked in read(2).
+
+The kernel drops a queued request whose caller got SIGKILL before the daemon read it. pyfuse3
+reads with a blocking read(2) as soon as `wait_readable` returns, so returning for a request
+that is gone froze the shim's whole loop (Task API included) until another container read a
+view file: seen in bench/starvation.py as a Kill that never answered. A pipe stands in for
+/dev/fuse here: a byte queued is a request, draining it is the withdrawal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import os
+import signal
+import time
+
+import pytest
+
+from procfs import fuseloop, priority
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    fd = fuseloop._FuseFd()
+    old = signal.getsignal(signal.SIGALRM)
+    yield fd, r, w
+    fd.release()
+    signal.signal(signal.SIGALRM, old)
+    os.close(r)
+    os.close(w)
+
+
+def test_withdrawn_while_the_worker_was_waking(pipe) -> None:
+    """Woken by the reader callback, the request is withdrawn before the worker runs: wait on."""
+    fd, r, w = pipe
+
+    async def main() -> list[str]:
+        seen: list[str] = []
+        loop = asyncio.get_running_loop()
+        on_readable = fd._on_readable
+
+        withdrawn: list[bool] = []
+
+        def kill_handler_first() -> None:
+            # a task queued ahead of the worker's wake-up withdraws the request (a Kill)
+            if not withdrawn:
+                withdrawn.append(True)
+                loop.call_soon(os.read, r, 1)
+            on_readable()
+
+        fd._on_readable = kill_handler_first  # type: ignore[method-assign]
+        worker = asyncio.create_task(fd.wait_readable(r))
+        await asyncio.sleep(0.01)  # the worker waits on the reader callback
+        os.write(w, b"x")
+        await asyncio.sleep(0.05)
+        seen.append("returned" if worker.done() else "waiting")
+        os.write(w, b"y")  # a real request: now it returns
+        await asyncio.wait_for(worker, 2)
+        seen.append("returned")
+        return seen
+
+    assert asyncio.run(main()) == ["waiting", "returned"]
+
+
+def test_withdrawn_during_the_fair_turn(pipe) -> None:
+    """Queued, the worker yields a turn (end of a streak), the request goes meanwhile."""
+    fd, r, w = pipe
+
+    async def main() -> bool:
+        os.write(w, b"x")
+        fd.streak = fuseloop.FAIR_EVERY - 1  # this request ends a streak: the worker yields
+        worker = asyncio.create_task(fd.wait_readable(r))
+        await asyncio.sleep(0)  # the worker polls, finds it, yields a turn ...
+        os.read(r, 1)  # ... in which the request is withdrawn
+        await asyncio.sleep(0.05)
+        waiting = not worker.done()
+        os.write(w, b"y")
+        await asyncio.wait_for(worker, 2)
+        return waiting
+
+    assert asyncio.run(main())
+
+
+def test_read_after_a_late_withdrawal_is_interrupted(pipe) -> None:
+    """The kernel-side window (poll said ready, read finds nothing) ends in EINTR, not a hang."""
+    fd, r, w = pipe
+
+    async def main() -> tuple[int, int, float]:
+        os.write(w, b"x")
+        await fd.wait_readable(r)
+        os.read(r, 1)  # withdrawn between the poll and pyfuse3's read
+        buf = ctypes.create_string_buffer(16)
+        t = time.monotonic()
+        n = libc.read(r, buf, 16)  # what libfuse does: C read(2), no retry on EINTR
+        return n, ctypes.get_errno(), time.monotonic() - t
+
+    n, err, took = asyncio.run(main())
+    assert (n, err) == (-1, errno.EINTR)
+    assert took < 5  # bounded (READ_BOUND); the figure is not a timing assert
+
+
+def test_control_work_makes_the_worker_yield_after_each_request(pipe) -> None:
+    """procfs.priority: requests back to back normally, one per loop turn while an RPC runs."""
+    fd, r, w = pipe
+
+    async def main() -> tuple[bool, bool]:
+        os.write(w, b"xy")
+        worker = asyncio.create_task(fd.wait_readable(r))
+        await asyncio.sleep(0)
+        back_to_back = worker.done()
+        os.read(r, 1)
+        with priority.control():
+            worker = asyncio.create_task(fd.wait_readable(r))
+            await asyncio.sleep(0)
+            yielded = not worker.done()
+            await asyncio.wait_for(worker, 2)
+        return back_to_back, yielded
+
+    assert asyncio.run(main()) == (True, True)
+    assert not priority.urgent()
+    priority.boost(60)  # an exit on its way out
+    assert priority.urgent()
+    priority._until = 0.0
