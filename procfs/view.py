@@ -74,6 +74,8 @@ GRACE = 30.0
 #: handle's snapshot is older than this: the page cache may be dropped by another reader's
 #: open and refilled by this handle within one sendfile call, which must get the same bytes.
 REREAD_AFTER = 0.1
+#: Re-binds of one container after a lost session before it is given up (logged as an error).
+REBIND_ATTEMPTS = 3
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
@@ -421,16 +423,30 @@ class View:
 
         async def one(c: Container) -> None:
             assert c.init_pid is not None
-            try:
-                done = await rebind.rebind(c.init_pid, c.files)
+            for attempt in range(1, REBIND_ATTEMPTS + 1):
+                try:
+                    done = await rebind.rebind(c.init_pid, c.files)
+                except (OSError, TimeoutError) as exc:
+                    # a container left on the dead session reads ENOTCONN until it is gone:
+                    # try again (a re-bind of a file already re-bound is harmless)
+                    level = logging.ERROR if attempt == REBIND_ATTEMPTS else logging.WARNING
+                    log.log(
+                        level,
+                        "procfs view: cannot re-bind the view of %s (attempt %d/%d): %s",
+                        c.key,
+                        attempt,
+                        REBIND_ATTEMPTS,
+                        exc,
+                    )
+                    await anyio.sleep(0.01 * attempt)
+                    continue
                 log.info(
                     "procfs view: re-bound %s in %s, %.1f ms after the session ended",
                     done,
                     c.key,
                     (time.monotonic() - self._lost_at) * 1e3,
                 )
-            except (OSError, TimeoutError) as exc:
-                log.error("procfs view: cannot re-bind the view of %s: %s", c.key, exc)
+                return
 
         async with anyio.create_task_group() as tg:
             for c in list(self._containers.values()):
