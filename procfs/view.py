@@ -26,6 +26,7 @@ import os
 import re
 import stat
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from procfs import fuseloop, mounts, rebind
+from procfs import fuseloop, isize, mounts, rebind
 from procfs.cgroups import CgroupRef, Hierarchies, discover_hierarchies, ref_from_proc
 from procfs.cgroups import resolve_spec_path as _resolve_spec_path
 from procfs.container import Container
@@ -51,29 +52,26 @@ _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}")
 #: disappears quickly (only host-side path walks look names up; a bind is never looked up).
 _TIMEOUT = 0.5
 #: Attribute lifetime 0: with ``default_permissions`` every open first asks for the size
-#: (GETATTR from the opener), and the kernel's i_size is the current publication's. (One
-#: tick, i.e. a GETATTR per tick instead of per open, saved a round trip but let opens within
-#: the tick run on a size whose reply the kernel had ignored: the stress test saw reads
-#: spliced from two renderings.)
+#: (GETATTR from the opener), so a file's size is refreshed before every open. (One tick, a
+#: GETATTR per tick instead of per open, let opens within the tick run on stale sizes.)
 _ATTR_TIMEOUT = 0.0
 #: Readers within this window share one rendering (the view's freshness bound): a burst of
 #: concurrent readers costs one render instead of one each.
 SHARE_WINDOW = 0.005
-#: A rendering of another length is published only when no GETATTR/LOOKUP reply for the file
-#: went out this recently: a concurrent GETATTR sent before that reply was applied would have
-#: its own reply ignored by the kernel (stale attr_version) -- it must carry the same size.
-SETTLE = 0.005
-#: A handle reading the shared publication holds its length until it reads the end (read(2)
-#: readers: an empty read), is released, or this long after its last read. A sendfile reader
-#: is never seen reaching the end (its last call stops at i_size in the kernel) and may sit
-#: between its page-cache fill and that call as long as its output pipe stays full; the
-#: bound only keeps a file that someone holds open and never reads again from going stale.
+#: A handle holds the length it was opened on until it reads the end (read(2) readers: an
+#: empty read), is released, or this long after its last read. A sendfile reader is never
+#: seen reaching the end (its last call stops at i_size in the kernel) and may sit between
+#: its page-cache fill and that call as long as its output pipe stays full; the bound only
+#: keeps a file that someone holds open and never reads again from freezing its length.
 #: Long-lived handles re-read privately after their first pass and then hold nothing.
 GRACE = 30.0
 #: A read from offset 0 starts a new pass with a fresh (private) rendering only when the
 #: handle's snapshot is older than this: the page cache may be dropped by another reader's
 #: open and refilled by this handle within one sendfile call, which must get the same bytes.
 REREAD_AFTER = 0.1
+#: Renderings kept per file, one per length: an open is served the one whose length the
+#: kernel holds (a size reply the kernel dropped leaves it on an older length).
+KEPT_LENGTHS = 16
 #: Re-binds of one container after a lost session before it is given up (logged as an error).
 REBIND_ATTEMPTS = 3
 _DIR_MODE = stat.S_IFDIR | 0o555
@@ -100,13 +98,21 @@ class _Node:
     key: str | None = None  # owning container; None for the root
     file: str | None = None  # container path for files ("/proc/meminfo"), None for dirs
     children: dict[bytes, int] = field(default_factory=dict)
-    content: bytes = b""  # the publication: what the kernel was told the size of (files)
+    content: bytes = b""  # the newest rendering (files)
     sized_at: float = float("-inf")  # time.monotonic() of that render
-    reported_at: float = float("-inf")  # last GETATTR/LOOKUP reply carrying its size
-    tried_at: float = float("-inf")  # last rendering made for it (published or held back)
-    forced: bool = True  # publish the next rendering whatever its length (nothing read yet)
+    tried_at: float = float("-inf")  # last rendering made for it (kept or not)
+    forced: bool = True  # take the next rendering whatever its length (nothing read yet)
     holders: dict[int, _Handle] = field(default_factory=dict)  # open handles on this file
     attrs: Any = None  # files: the pyfuse3.EntryAttributes every reply reuses
+    #: O_PATH descriptor in the current session: reads the size the kernel holds (-1: none yet)
+    fd: int = -1
+    #: the newest rendering of each recent length, with its time (see KEPT_LENGTHS)
+    lengths: dict[int, tuple[bytes, float]] = field(default_factory=dict)
+    #: sizes replied since the last attribute invalidation (any may still be applied)
+    unsettled: set[int] = field(default_factory=set)
+    read_at: float = float("-inf")  # last READ served (a page-cache fill, for all we know)
+    cleaned_at: float = float("-inf")  # start of the last page-cache invalidation that ended
+    cleaning: bool = False  # one is queued or running
 
     @property
     def size(self) -> int:
@@ -115,6 +121,12 @@ class _Node:
     @property
     def is_dir(self) -> bool:
         return self.file is None
+
+    def keep(self, data: bytes, now: float) -> None:
+        self.lengths.pop(len(data), None)
+        self.lengths[len(data)] = (data, now)
+        if len(self.lengths) > KEPT_LENGTHS:
+            del self.lengths[next(iter(self.lengths))]
 
 
 @dataclass
@@ -184,6 +196,12 @@ class View:
         self._session_started = time.monotonic()
         self._lost_at = float("-inf")  # when the last session was seen ending by itself
         self._ready: anyio.Event | None = None
+        self._session_no = 0
+        #: file nodes waiting for their O_PATH descriptor or for a page-cache invalidation
+        #: (see _kernel_chores), and the chores' wake-up
+        self._untracked: deque[_Node] = deque()
+        self._to_clean: deque[_Node] = deque()
+        self._track_wakeup: anyio.Event | None = None
         self._stopping = False
         self._lost = False
         #: Mount a new session when the current one dies (see :meth:`run`).
@@ -234,6 +252,8 @@ class View:
             mapping[target] = str(self._mountpoint / key / target.lstrip("/"))
         container.files = mapping
         self._containers[key] = container
+        if self._ready_set():
+            self._track(container)
         return mapping
 
     def set_init_pid(self, key: str, pid: int) -> CgroupRef:
@@ -249,6 +269,7 @@ class View:
             if node is not None:
                 node.sized_at = node.tried_at = float("-inf")
                 node.forced = True
+                node.lengths.clear()  # never served again, whatever length the kernel holds
                 if node.file is not None and _session_owner is self and self._ready_set():
                     # the kernel refetches the size on the next open (no wait for a tick)
                     with contextlib.suppress(OSError):
@@ -268,7 +289,69 @@ class View:
         root = self._nodes[pyfuse3.ROOT_INODE]
         root.children.pop(key.encode(), None)
         for inode in container.inodes:
-            self._nodes.pop(inode, None)
+            node = self._nodes.pop(inode, None)
+            if node is not None:
+                self._untrack(node)
+
+    # --- the descriptors that read the kernel's sizes (procfs.isize) -------------------------
+
+    def _track(self, container: Container) -> None:
+        """Queue the container's files for a descriptor (opened off the loop)."""
+        for inode in container.inodes:
+            node = self._nodes.get(inode)
+            if node is not None and not node.is_dir and node.fd < 0:
+                self._untracked.append(node)
+        if self._track_wakeup is not None:
+            self._track_wakeup.set()
+
+    def _untrack(self, node: _Node) -> None:
+        if node.fd >= 0:
+            os.close(node.fd)
+            node.fd = -1
+        node.unsettled.clear()
+        node.read_at = node.cleaned_at = float("-inf")  # a new session: no page cached yet
+        node.cleaning = False
+
+    async def _kernel_chores(self) -> None:
+        """The view's calls into its own mount, made in a thread (they wait for this loop):
+        opening each file's O_PATH descriptor (the walk sends LOOKUPs), and invalidating a
+        file's page cache before its size may shrink (see :meth:`_shrinkable`)."""
+        while True:
+            self._track_wakeup = anyio.Event()
+            while self._untracked:
+                node = self._untracked.popleft()
+                session = self._session_no
+                if node.fd >= 0 or self._nodes.get(node.inode) is not node:
+                    continue
+                path = self._mountpoint / (node.key or "") / (node.file or "").lstrip("/")
+                try:
+                    fd = await anyio.to_thread.run_sync(isize.open_path, path)
+                except OSError as exc:  # session ending, container gone: nothing to size
+                    log.debug("procfs view: no descriptor for %s: %s", path, exc)
+                    continue
+                if (
+                    session != self._session_no
+                    or not self._ready_set()
+                    or node.fd >= 0
+                    or self._nodes.get(node.inode) is not node
+                ):
+                    os.close(fd)
+                else:
+                    node.fd = fd
+            while self._to_clean:
+                node = self._to_clean.popleft()
+                session, started = self._session_no, time.monotonic()
+                try:
+                    if node.fd >= 0 and self._ready_set():
+                        # blocks while a page fill is in flight: this loop answers it meanwhile
+                        await anyio.to_thread.run_sync(pyfuse3.invalidate_inode, node.inode)
+                        if session == self._session_no:
+                            node.cleaned_at = started
+                except OSError as exc:
+                    log.debug("procfs view: page cache of %s in %s: %s", node.file, node.key, exc)
+                finally:
+                    node.cleaning = False
+            await self._track_wakeup.wait()
 
     def _mknode(
         self, parent: int, name: bytes, container: Container, file: str | None = None
@@ -302,6 +385,7 @@ class View:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._sample_loads)
                 tg.start_soon(self._warm_rebind)
+                tg.start_soon(self._kernel_chores)
                 on_ready: Callable[[], None] = task_status.started
                 on_mounted: Callable[[], None] | None = None
                 quick = 0  # sessions in a row that died within 50 ms of starting
@@ -344,6 +428,7 @@ class View:
         self._stopping = False
         self._lost = False
         self._ready = anyio.Event()
+        self._session_no += 1
         self._session_started = time.monotonic()
         mounted = False
         try:
@@ -356,7 +441,7 @@ class View:
                 "nodev",
                 "noexec",
                 # the kernel checks modes itself, and refreshes attributes (GETATTR, from the
-                # opener) before every open: see View._publish
+                # opener) before every open: see View._for_kernel
                 "default_permissions",
             }
             try:
@@ -382,6 +467,10 @@ class View:
                 raise ViewLost(f"FUSE session at {self._mountpoint} ended unexpectedly")
         finally:
             with anyio.CancelScope(shield=True):
+                self._untracked.clear()
+                self._to_clean.clear()
+                for node in self._nodes.values():  # descriptors of this session's inodes
+                    self._untrack(node)
                 if mounted:
                     pyfuse3.close(unmount=True)
                     if self._lost:
@@ -479,6 +568,8 @@ class View:
     def _kernel_ready(self) -> None:
         if self._ready is not None:
             self._ready.set()
+        for c in self._containers.values():
+            self._track(c)
 
     # --- request helpers ----------------------------------------------------------------------
 
@@ -497,7 +588,7 @@ class View:
             a = node.attrs
             if a is None:
                 a = node.attrs = self._new_attrs(node)
-            a.st_size = self._size(node, caller) if fresh else self._reported(node)
+            a.st_size = self._reply_size(node, caller, fresh)
             return a
         return self._new_attrs(node)
 
@@ -527,76 +618,116 @@ class View:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return PRODUCERS[node.file](container, caller)
 
-    def _publish(self, node: _Node, caller: int | None = None) -> bytes:
-        """The node's publication, refreshed if due: what GETATTR/LOOKUP report the size of.
+    # --- sizes: what the kernel holds -----------------------------------------------------
+    #
+    # sendfile/splice (busybox ``cat``) on a FUSE file reads through the inode's page cache
+    # even with direct_io (Linux 6.5+), and copies no further than the inode's i_size, which
+    # every reader of the file shares. So an open is served the rendering whose length the
+    # kernel holds (read with isize.held_size, after an attribute invalidation has voided every
+    # size reply still on its way), and while any handle holds that length every size reply
+    # repeats it. Without a descriptor yet (the first milliseconds of a container) the length
+    # changes only with the first rendering.
 
-        sendfile/splice (busybox ``cat``) on a FUSE file reads through the inode's page cache
-        even with direct_io (Linux 6.5+, until the kernel uses copy_splice_read for
-        FOPEN_DIRECT_IO), and copies no further than the inode's i_size -- shared by every
-        reader of the file, set from the last GETATTR/LOOKUP reply. So every first pass reads
-        the publication, and a rendering of another length replaces it only when that cannot
-        cut or pad anyone: no handle is still reading it (:data:`GRACE`) and no other size
-        reply may be in flight (:data:`SETTLE`). Same-length renderings replace it whenever
-        it is older than :data:`SHARE_WINDOW`. A render that fails here (cgroup not created
-        yet while runc stats the bind source) keeps the old publication.
-        """
-        now = time.monotonic()
-        if now - max(node.sized_at, node.tried_at) >= SHARE_WINDOW:
-            node.tried_at = now  # a held-back rendering is not redone in every request
-            try:
-                fresh = self._render(node, caller)
-            except pyfuse3.FUSEError:
-                raise
-            except Exception as exc:
-                log.debug("procfs view: rendering %s of %s: %s", node.file, node.key, exc)
-                fresh = None
-            if fresh is not None and (
-                len(fresh) == len(node.content)
-                or node.forced
-                or (
-                    now - node.reported_at >= SETTLE
-                    and not any(h.holds_length(now) for h in node.holders.values())
-                )
-            ):
-                node.content, node.sized_at, node.forced = fresh, now, False
-        node.reported_at = now
-        return node.content
-
-    def _private(self, h: _Handle, caller: int | None = None) -> bytes:
-        """A fresh rendering for one handle re-reading from offset 0 (procfs semantics, and
-        what tools keeping the file open -- procps -- expect); never published."""
+    def _refresh(self, node: _Node, caller: int | None, now: float) -> None:
+        """Render the file again if the newest rendering is older than SHARE_WINDOW. A render
+        that fails here (cgroup not created yet while runc stats the bind source) keeps the
+        old one."""
+        if now - max(node.sized_at, node.tried_at) < SHARE_WINDOW:
+            return
+        node.tried_at = now  # a failing or held-back rendering is not redone per request
         try:
-            return self._render(h.node, caller)
+            fresh = self._render(node, caller)
         except pyfuse3.FUSEError:
             raise
-        except Exception:
-            log.exception("procfs view: re-rendering %s of %s", h.node.file, h.node.key)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception as exc:
+            log.debug("procfs view: rendering %s of %s: %s", node.file, node.key, exc)
+            return
+        node.keep(fresh, now)
+        if node.fd >= 0 or node.forced or len(fresh) == len(node.content):
+            node.content, node.sized_at, node.forced = fresh, now, False
 
-    def _reported(self, node: _Node) -> int:
-        """st_size for a LOOKUP: the current publication as it is, no rendering.
+    def _held(self, node: _Node, now: float) -> bool:
+        return any(h.holds_length(now) for h in node.holders.values())
 
-        A lookup only walks a path (the re-bind's clones walk ~15 after a remount, all
-        waiting for this loop); the open that follows sends its own GETATTR (attribute
-        timeout 0), which refreshes the publication. Reporting the publication unchanged
-        keeps the rule that every size the kernel hears is the publication's."""
-        node.reported_at = time.monotonic()
-        return len(node.content)
+    def _kernel_size(self, node: _Node) -> int | None:
+        if node.fd < 0:
+            return None
+        try:
+            return isize.held_size(node.fd)
+        except OSError as exc:
+            log.debug("procfs view: size of %s in %s: %s", node.file, node.key, exc)
+            return None
+
+    def _reply_size(self, node: _Node, caller: int | None, fresh: bool) -> int:
+        """st_size for a GETATTR (``fresh``: render if due) or LOOKUP/READDIRPLUS reply."""
+        now = time.monotonic()
+        if fresh:
+            self._refresh(node, caller, now)
+        size = len(node.content)
+        if node.fd >= 0:
+            held = self._kernel_size(node)
+            if held is not None and (
+                self._held(node, now) or (size < held and not self._shrinkable(node))
+            ):
+                size = held  # its readers' length stays what the kernel holds
+        node.unsettled.add(size)
+        return size
+
+    def _shrinkable(self, node: _Node) -> bool:
+        """May a reply make the kernel's size smaller? Applying it truncates the page cache,
+        zeroing the cut-off bytes in place: bytes a splice reader already put in its output
+        pipe (by reference, not copied) would turn to NULs before anyone reads the pipe. So
+        only when no READ came since a page-cache invalidation started (it leaves the pipes'
+        pages out of the file); otherwise one is queued and the size stays meanwhile."""
+        if node.read_at <= node.cleaned_at:
+            return True
+        if not node.cleaning:
+            node.cleaning = True
+            self._to_clean.append(node)
+            if self._track_wakeup is not None:
+                self._track_wakeup.set()
+        return False
 
     def _size(self, node: _Node, caller: int | None = None) -> int:
-        """st_size = length of the publication (see :meth:`_publish`)."""
-        return len(self._publish(node, caller))
+        return self._reply_size(node, caller, True)
+
+    def _for_kernel(self, node: _Node, caller: int | None, now: float) -> bytes:
+        """The rendering for a new pass: the one whose length the kernel holds.
+
+        Size replies already sent may still be applied (by their callers, after they wake)
+        unless an attribute invalidation reached the inode since their requests were queued;
+        so unless every one of them carried the size the kernel now holds, invalidate first:
+        the size read after that stays until a later reply of ours changes it."""
+        if node.fd < 0:
+            return node.content
+        if node.unsettled - {self._kernel_size(node)}:
+            with contextlib.suppress(OSError):
+                pyfuse3.invalidate_inode(node.inode, attr_only=True)
+            node.unsettled.clear()
+        held = self._kernel_size(node)
+        if held is None or held == len(node.content):
+            return node.content
+        kept = node.lengths.get(held)
+        if kept is None or now - kept[1] >= SHARE_WINDOW:
+            self._refresh(node, caller, now)
+            kept = node.lengths.get(held, kept)
+        if kept is not None:
+            return kept[0]
+        # never replied by this session: nothing reads the file through the page cache yet
+        log.debug("procfs view: no rendering of %s bytes for %s", held, node.file)
+        return node.content
 
     # --- open files ---------------------------------------------------------------------------
 
     def _open(self, node: _Node, caller: int) -> int:
-        if node.forced:  # nothing published since (re)registration: a failure is EIO here
-            now = time.monotonic()
+        now = time.monotonic()
+        if node.forced:  # nothing rendered since (re)registration: a failure is EIO here
             node.content = self._render(node, caller)
-            node.sized_at = node.reported_at = now
+            node.sized_at = node.tried_at = now
             node.forced = False
+            node.keep(node.content, now)
         fh = next(self._handles)
-        h = _Handle(node, node.content, time.monotonic())
+        h = _Handle(node, self._for_kernel(node, caller, now), now)
         self._open_files[fh] = h
         node.holders[fh] = h
         return fh
@@ -608,17 +739,28 @@ class View:
         now = time.monotonic()
         if h.reads == 0:
             if now - h.opened >= GRACE:  # held nothing meanwhile: take the current length
-                h.snap = h.node.content
+                h.snap = self._for_kernel(h.node, None, now)
             h.pass_started = now
         elif off == 0 and now - h.pass_started >= REREAD_AFTER:
             # a new pass over the file: fresh, for this handle alone
             h.snap, h.shared, h.pass_started = self._private(h), False, now
         h.reads += 1
-        h.last_read = now
+        h.last_read = h.node.read_at = now
         data = h.snap[off : off + size]
         if not data:  # a page-cache fill never reads past the size it was given
             h.done = True
         return data
+
+    def _private(self, h: _Handle, caller: int | None = None) -> bytes:
+        """A fresh rendering for one handle re-reading from offset 0 (procfs semantics, and
+        what tools keeping the file open -- procps -- expect)."""
+        try:
+            return self._render(h.node, caller)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception:
+            log.exception("procfs view: re-rendering %s of %s", h.node.file, h.node.key)
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     def _release(self, fh: int) -> None:
         h = self._open_files.pop(fh, None)
@@ -682,7 +824,7 @@ class _Operations(pyfuse3.Operations):
             node = self._v._nodes.get(inode)
             if node is None:
                 continue
-            if not pyfuse3.readdir_reply(token, name, self._v._attrs(node), idx + 1):
+            if not pyfuse3.readdir_reply(token, name, self._v._attrs(node, fresh=False), idx + 1):
                 break
 
     @_handler

@@ -345,53 +345,91 @@ def test_pyfuse3_without_trio() -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_publication_rules(tmp_path, monkeypatch):
-    """The size the kernel holds (the publication) changes only when that cannot cut or pad a
-    reader: same-length renderings replace it after SHARE_WINDOW, another length only when no
-    handle reads it (GRACE) and no size reply went out within SETTLE. Handles read one
-    snapshot per pass; a new pass from offset 0 is a private fresh rendering."""
+def _sized_view(tmp_path, monkeypatch, queue: list[bytes]):
+    """A view with one file whose renderings come from ``queue``, a fake clock and a fake
+    kernel: ``kernel["size"]`` is the i_size it holds, ``kernel["invals"]`` counts the
+    attribute invalidations."""
     import procfs.view as view_mod
 
     fixtures = Path(__file__).parent / "fixtures" / "cgroup_v2"
     v = View(tmp_path / "mnt", hierarchies=Hierarchies(v2=fixtures))
     v.add("ctr", "kubepods-pod1.slice:cri-containerd:abc")
-    renders: list[bytes] = []
-    queue = [b"a 1\n", b"a 2\n", b"a 33\n", b"a 44\n", b"a 555\n", b"a 6\n", b"a 7777\n"]
 
     def producer(container, caller):
-        renders.append(queue.pop(0))
-        return renders[-1]
+        return queue.pop(0)
 
     monkeypatch.setitem(view_mod.PRODUCERS, "/proc/meminfo", producer)
     node = next(n for n in v._nodes.values() if n.file == "/proc/meminfo")
     clock = [1000.0]
     monkeypatch.setattr(view_mod.time, "monotonic", lambda: clock[0])
+    kernel = {"size": 0, "invals": 0}
+    monkeypatch.setattr(view_mod.isize, "held_size", lambda fd: kernel["size"])
+
+    def inval(inode, attr_only=False):
+        kernel["invals"] += 1
+
+    monkeypatch.setattr(view_mod.pyfuse3, "invalidate_inode", inval)
 
     def later(dt: float) -> None:
         clock[0] += dt + 1e-6
 
-    assert v._size(node, 11) == 4  # first sizing publishes "a 1"
-    assert v._size(node, 12) == 4 and len(renders) == 1  # within SHARE_WINDOW: shared
+    return v, node, kernel, later
+
+
+def test_sizes_without_a_descriptor(tmp_path, monkeypatch):
+    """Before its descriptor is open a file cannot see the kernel's size: its length changes
+    only with the first rendering, same-length renderings replace it after SHARE_WINDOW."""
+    import procfs.view as view_mod
+
+    queue = [b"a 1\n", b"a 2\n", b"a 33\n", b"a 4\n"]
+    v, node, kernel, later = _sized_view(tmp_path, monkeypatch, queue)
+    assert v._size(node, 11) == 4  # the first rendering
+    assert v._size(node, 12) == 4 and len(queue) == 3  # within SHARE_WINDOW: shared
     later(view_mod.SHARE_WINDOW)
-    assert v._publish(node) == b"a 2\n"  # same length: replaced at once
+    assert v._size(node) == 4 and node.content == b"a 2\n"  # same length: replaced
+    later(view_mod.SHARE_WINDOW)
+    assert v._size(node) == 4 and node.content == b"a 2\n"  # "a 33": another length
+    later(view_mod.SHARE_WINDOW)
     fh = v._open(node, 13)
-    assert v._read(fh, 0, 2) == b"a "
-    later(max(view_mod.SHARE_WINDOW, view_mod.SETTLE))
-    assert v._publish(node) == b"a 2\n"  # "a 33" would change the length under the reader
-    assert v._read(fh, 2, 100) == b"2\n"  # the reader's pass stays whole
-    assert v._publish(node) == b"a 2\n"  # still held: a sendfile reader is never seen ending
-    assert v._read(fh, 4, 100) == b""  # a read(2) reader reaches the end: it holds no more
-    later(view_mod.SETTLE)
-    assert v._publish(node) == b"a 44\n"  # ("a 33" was held back; this is the next one)
-    v._release(fh)
-    later(view_mod.SHARE_WINDOW * 0.8)
-    assert v._size(node) == 5  # shared, and a size reply goes out
-    later(view_mod.SHARE_WINDOW * 0.4)
-    assert v._size(node) == 5  # that reply is recent: "a 555" must wait (SETTLE)
-    fh = v._open(node, 14)
+    assert v._read(fh, 0, 100) == b"a 2\n"
+    assert v._size(node) == 4 and node.content == b"a 4\n"
+    assert kernel["invals"] == 0
+
+
+def test_open_serves_the_length_the_kernel_holds(tmp_path, monkeypatch):
+    """With a descriptor: the newest rendering is replied when nobody holds the file; an open
+    gets the rendering of the length the kernel holds (a dropped reply leaves an older one),
+    after voiding the replies still on their way; while it holds, replies repeat that size."""
+    import procfs.view as view_mod
+
+    queue = [b"a 1\n", b"a 22\n", b"a 33\n", b"a 4\n", b"a 5\n", b"a 6\n", b"a 7777\n"]
+    v, node, kernel, later = _sized_view(tmp_path, monkeypatch, queue)
+    node.fd = 99
+    assert v._size(node, 11) == 4  # "a 1"
+    kernel["size"] = 4  # applied
+    later(view_mod.SHARE_WINDOW)
+    assert v._size(node, 12) == 5  # "a 22": nobody holds the file, the newest goes out
+    # ... but that reply is dropped (its request predates another change): the kernel stays 4
+    fh = v._open(node, 13)
+    assert kernel["invals"] == 1  # a 5 may still be applied: voided first
+    assert v._read(fh, 0, 100) == b"a 1\n"  # the length the kernel holds (recent enough)
+    later(view_mod.SHARE_WINDOW)
+    assert v._size(node, 14) == 4  # held: replies repeat the kernel's size ("a 33" is kept)
+    fh2 = v._open(node, 15)  # every reply since the invalidation said 4: none needed
+    assert kernel["invals"] == 1
+    later(view_mod.SHARE_WINDOW)
+    assert v._read(fh2, 0, 100) == b"a 1\n"  # its snapshot was taken at open
+    fh3 = v._open(node, 16)
+    assert v._read(fh3, 0, 100) == b"a 4\n"  # stale kept rendering: a fresh one of length 4
+    for fh_ in (fh, fh2, fh3):
+        v._release(fh_)
+    later(view_mod.SHARE_WINDOW)
+    assert v._size(node) == 4 and node.content == b"a 5\n"
     later(view_mod.GRACE)
-    assert v._publish(node) == b"a 6\n"  # an idle handle holds nothing after GRACE
-    assert v._read(fh, 0, 100) == b"a 6\n"  # its first read takes the current length
+    fh = v._open(node, 17)
+    later(view_mod.GRACE)
+    assert v._size(node) == 4  # "a 6"; the idle handle holds nothing after GRACE
+    assert v._read(fh, 0, 100) == b"a 6\n"  # its first read takes the current rendering
     assert v._read(fh, 0, 100) == b"a 6\n"  # page cache refilled in the same pass: same
     later(view_mod.REREAD_AFTER)
     assert v._read(fh, 0, 100) == b"a 7777\n"  # a new pass: fresh, private
