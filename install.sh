@@ -452,7 +452,12 @@ lxcfs_shims_running() {
 # Only this $PREFIX's zygotes: another installation (a second PREFIX) keeps its own.
 stop_zygotes() {
   if pkill -TERM -f -- "$PREFIX/bin/$SHIM -zygote " 2>/dev/null; then
-    info "stopped the idle fork server(s) of the previous installation"
+    local i
+    for ((i = 0; i < 50; i++)); do # they exit at once: wait so nothing counts them as running
+      pgrep -f -- "$PREFIX/bin/$SHIM -zygote " >/dev/null || break
+      sleep 0.1
+    done
+    info "stopped the idle fork server(s) of this installation"
   fi
   # a zygote removes its socket when it stops; one killed outright (SIGKILL, OOM) leaves it:
   # remove the sockets nobody listens on
@@ -466,6 +471,20 @@ try:
 except OSError:
     sys.exit(1)' "$s" 2>/dev/null || rm -f "$s"
   done
+}
+
+# What a test run must not leave behind: shims of this prefix, their FUSE views, state dirs.
+report_leftovers() {
+  local f line shims=0 views=0 dirs=0
+  for f in /proc/[0-9]*/cmdline; do
+    line="$(tr '\0' ' ' <"$f" 2>/dev/null)" || continue
+    [[ $line == *"$PREFIX/bin/$SHIM "* ]] && shims=$((shims + 1))
+  done
+  views="$(grep -c ' fuse\.shim-lxcfs ' /proc/self/mountinfo || true)"
+  if [[ -d /run/containerd-shim-lxcfs ]]; then
+    dirs="$(find /run/containerd-shim-lxcfs -mindepth 1 -maxdepth 1 -type d | wc -l)"
+  fi
+  SUMMARY+=("left after the tests: $shims shim process(es) of $PREFIX, $views view mount(s), $dirs state dir(s)")
 }
 
 uninstall() {
@@ -567,6 +586,9 @@ case "$MODE" in
     step "tests: $PREFIX/bin/python -m pytest ${EXTRA_ARGS[*]:-} (in $SRC_DIR)"
     rc=0
     (cd "$SRC_DIR" && "$PREFIX/bin/python" -m pytest "${EXTRA_ARGS[@]}") || rc=$?
+    # the suite's last shims forked from this prefix's zygote; it would idle out in 300 s
+    stop_zygotes
+    report_leftovers
     if ((rc == 5)); then
       SUMMARY+=("tests: pytest collected no tests (exit 5) -> failure")
       rc=1

@@ -69,7 +69,7 @@ def _count_requests() -> None:
 async def _measure(files: dict[str, str], vread: Path, opens: int) -> list[str]:
     lines = []
     for target, src in files.items():
-        await anyio.run_process([str(vread), src, "200"])  # warm the publication and caches
+        await anyio.run_process([str(vread), src, "200"])  # warm the renderings and caches
         counts.clear()
         t0 = os.times()
         walls = []

@@ -139,7 +139,7 @@ class _Handle:
     reads: int = 0
     last_read: float = float("-inf")
     pass_started: float = float("-inf")  # first read served from snap
-    shared: bool = True  # snap is the node's publication (not a private re-read)
+    shared: bool = True  # snap is a kept rendering (not a private re-read)
     done: bool = False  # a read found the end: read(2) readers end a pass so, splice never
 
     def holds_length(self, now: float) -> bool:
