@@ -40,15 +40,18 @@ def cgroup_threads(ref: CgroupRef, controller: str = "cpu") -> list[int]:
     return tids
 
 
-def thread_state(tid: int, proc: Path = HOST_PROC) -> str | None:
-    """Scheduler state letter (``R``, ``S``, ``D``...) or None if the thread is gone."""
+def thread_stat(tid: int, proc: Path = HOST_PROC) -> tuple[str, int] | None:
+    """Scheduler state letter (``R``, ``S``, ``D``...) and start time (clock ticks since
+    boot), or None if the thread is gone."""
     try:
         data = fastio.read_bytes(f"{proc}/{tid}/stat")
     except (FileNotFoundError, ProcessLookupError):
         return None
-    # comm may contain spaces and parentheses: the state follows the last ')'.
-    rest = data[data.rfind(b")") + 2 :]
-    return chr(rest[0]) if rest else None
+    # comm may contain spaces and parentheses: the state (field 3) follows the last ')'.
+    fields = data[data.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        return None
+    return chr(fields[0][0]), int(fields[19])
 
 
 def _status(tid: int, proc: Path) -> dict[str, str]:
@@ -71,20 +74,25 @@ def scan_tasks(
     this very FUSE request, so in D state) counts as running."""
     tids = cgroup_threads(ref)
     threads = running = blocked = switches = 0
+    newest = (-1, -1)  # (start time, tid) of the youngest thread
     for tid in tids:
-        state = "R" if tid == caller else thread_state(tid, proc)
-        if state is None:
+        st = thread_stat(tid, proc)
+        if st is None:
             continue
+        state = "R" if tid == caller else st[0]
         threads += 1
         running += state == "R"
         blocked += state == "D"
+        newest = max(newest, (st[1], tid))
         if ctxt:
-            st = _status(tid, proc)
-            switches += int(st.get("voluntary_ctxt_switches", 0))
-            switches += int(st.get("nonvoluntary_ctxt_switches", 0))
+            status = _status(tid, proc)
+            switches += int(status.get("voluntary_ctxt_switches", 0))
+            switches += int(status.get("nonvoluntary_ctxt_switches", 0))
+    # The last pid is the youngest thread's, in the container's namespace: not the highest
+    # host tid, which after the host's pid numbers wrap is an old thread's for good.
     last_pid = 0
-    if tids:
-        nspid = _status(max(tids), proc).get("NSpid", "").split()
+    if newest[1] >= 0:
+        nspid = _status(newest[1], proc).get("NSpid", "").split()
         last_pid = int(nspid[-1]) if nspid else 0
     return TaskCounts(threads, running, blocked, last_pid, switches)
 

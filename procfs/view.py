@@ -74,6 +74,8 @@ REREAD_AFTER = 0.1
 KEPT_LENGTHS = 16
 #: Re-binds of one container after a lost session before it is given up (logged as an error).
 REBIND_ATTEMPTS = 3
+#: Page-cache fills read whole folios: page-aligned offset and size.
+_PAGE_MASK = 4095
 _DIR_MODE = stat.S_IFDIR | 0o555
 _FILE_MODE = stat.S_IFREG | 0o444
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
@@ -108,9 +110,10 @@ class _Node:
     fd: int = -1
     #: the newest rendering of each recent length, with its time (see KEPT_LENGTHS)
     lengths: dict[int, tuple[bytes, float]] = field(default_factory=dict)
-    #: sizes replied since the last attribute invalidation (any may still be applied)
-    unsettled: set[int] = field(default_factory=set)
-    read_at: float = float("-inf")  # last READ served (a page-cache fill, for all we know)
+    #: size replies that may still be applied, by the caller's thread id (None: unknown
+    #: caller, a READDIRPLUS): a thread applies its reply before it sends another request
+    pending: dict[int | None, int] = field(default_factory=dict)
+    read_at: float = float("-inf")  # last READ served that may have been a page-cache fill
     cleaned_at: float = float("-inf")  # start of the last page-cache invalidation that ended
     cleaning: bool = False  # one is queued or running
 
@@ -270,6 +273,7 @@ class View:
                 node.sized_at = node.tried_at = float("-inf")
                 node.forced = True
                 node.lengths.clear()  # never served again, whatever length the kernel holds
+                node.pending.clear()  # voided by the invalidation below
                 if node.file is not None and _session_owner is self and self._ready_set():
                     # the kernel refetches the size on the next open (no wait for a tick)
                     with contextlib.suppress(OSError):
@@ -308,7 +312,7 @@ class View:
         if node.fd >= 0:
             os.close(node.fd)
             node.fd = -1
-        node.unsettled.clear()
+        node.pending.clear()
         node.read_at = node.cleaned_at = float("-inf")  # a new session: no page cached yet
         node.cleaning = False
 
@@ -347,10 +351,12 @@ class View:
                         await anyio.to_thread.run_sync(pyfuse3.invalidate_inode, node.inode)
                         if session == self._session_no:
                             node.cleaned_at = started
+                            if node.read_at > started:  # filled again meanwhile
+                                self._to_clean.append(node)
+                                continue
                 except OSError as exc:
                     log.debug("procfs view: page cache of %s in %s: %s", node.file, node.key, exc)
-                finally:
-                    node.cleaning = False
+                node.cleaning = False
             await self._track_wakeup.wait()
 
     def _mknode(
@@ -670,40 +676,57 @@ class View:
                 self._held(node, now) or (size < held and not self._shrinkable(node))
             ):
                 size = held  # its readers' length stays what the kernel holds
-        node.unsettled.add(size)
+        node.pending[caller] = size
         return size
 
     def _shrinkable(self, node: _Node) -> bool:
         """May a reply make the kernel's size smaller? Applying it truncates the page cache,
         zeroing the cut-off bytes in place: bytes a splice reader already put in its output
         pipe (by reference, not copied) would turn to NULs before anyone reads the pipe. So
-        only when no READ came since a page-cache invalidation started (it leaves the pipes'
-        pages out of the file); otherwise one is queued and the size stays meanwhile."""
-        if node.read_at <= node.cleaned_at:
-            return True
+        only when no page-cache fill came since a page-cache invalidation started (it leaves
+        the pipes' pages out of the file): every fill is followed by one (see _read)."""
+        return node.read_at <= node.cleaned_at
+
+    def _clean_soon(self, node: _Node) -> None:
         if not node.cleaning:
             node.cleaning = True
             self._to_clean.append(node)
             if self._track_wakeup is not None:
                 self._track_wakeup.set()
-        return False
 
     def _size(self, node: _Node, caller: int | None = None) -> int:
         return self._reply_size(node, caller, True)
 
+    def _unsettled(self, node: _Node, caller: int | None) -> bool:
+        """Could a size reply already sent still change the size the kernel holds?
+
+        A reply is applied by its caller after it wakes (or dropped). The caller's own is
+        done once it sends this request; a thread that has exited has applied its own."""
+        node.pending.pop(caller, None)
+        if not node.pending:
+            return False
+        held = self._kernel_size(node)
+        for tid, size in list(node.pending.items()):
+            if size != held:
+                if tid is not None and not os.path.exists(f"/proc/{tid}"):
+                    del node.pending[tid]
+                    continue
+                return True
+        return False
+
     def _for_kernel(self, node: _Node, caller: int | None, now: float) -> bytes:
         """The rendering for a new pass: the one whose length the kernel holds.
 
-        Size replies already sent may still be applied (by their callers, after they wake)
-        unless an attribute invalidation reached the inode since their requests were queued;
-        so unless every one of them carried the size the kernel now holds, invalidate first:
-        the size read after that stays until a later reply of ours changes it."""
+        Size replies still on their way may be applied unless an attribute invalidation
+        reaches the inode before: so if one of them carries another size than the kernel
+        holds, invalidate first. The size read after that stays until a later reply of ours
+        changes it."""
         if node.fd < 0:
             return node.content
-        if node.unsettled - {self._kernel_size(node)}:
+        if self._unsettled(node, caller):
             with contextlib.suppress(OSError):
                 pyfuse3.invalidate_inode(node.inode, attr_only=True)
-            node.unsettled.clear()
+            node.pending.clear()
         held = self._kernel_size(node)
         if held is None or held == len(node.content):
             return node.content
@@ -737,15 +760,23 @@ class View:
         if h is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         now = time.monotonic()
+        # could be a page-cache fill: those read whole pages; read(2) of any size and offset
+        # goes to the view directly, and most have a size like no other
+        fill = not (off | size) & _PAGE_MASK
         if h.reads == 0:
             if now - h.opened >= GRACE:  # held nothing meanwhile: take the current length
                 h.snap = self._for_kernel(h.node, None, now)
             h.pass_started = now
-        elif off == 0 and now - h.pass_started >= REREAD_AFTER:
-            # a new pass over the file: fresh, for this handle alone
-            h.snap, h.shared, h.pass_started = self._private(h), False, now
+        elif off == 0 and (h.done or (not fill and now - h.pass_started >= REREAD_AFTER)):
+            # a new pass over the file: fresh, for this handle alone. Not for a page fill
+            # before the end was seen: the page may have been dropped under its own splice
+            # (another open, an invalidation) and refilled, and must get the same length.
+            h.snap, h.shared, h.pass_started, h.done = self._private(h), False, now, False
         h.reads += 1
-        h.last_read = h.node.read_at = now
+        h.last_read = now
+        if fill:
+            h.node.read_at = now
+            self._clean_soon(h.node)  # out of the file before a shrink may truncate it
         data = h.snap[off : off + size]
         if not data:  # a page-cache fill never reads past the size it was given
             h.done = True
@@ -795,7 +826,7 @@ class _Operations(pyfuse3.Operations):
         inode = parent.children.get(name)
         if inode is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._v._attrs(self._v._node(inode), fresh=False)
+        return self._v._attrs(self._v._node(inode), ctx.pid, fresh=False)
 
     @_handler
     def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:

@@ -189,3 +189,20 @@ def test_slabinfo() -> None:
     assert render_slabinfo(host, b"") == render_slabinfo(host, None)
     own = b"slabinfo - version: 2.1\nfoo 1 1 1 1 1\n"
     assert render_slabinfo(host, own) == own
+
+
+def test_last_pid_is_the_youngest_threads_after_host_pids_wrap(tmp_path, monkeypatch) -> None:
+    """Host tids wrap (pid_max 32768 here): the highest host tid can be an old thread. The
+    last pid is the youngest thread's (by start time), in the container's namespace."""
+    import procfs.tasks as tasks
+
+    threads = {31000: (5, "1"), 120: (900, "7"), 110: (800, "6")}  # tid: (start, NSpid inner)
+    for tid, (start, ns) in threads.items():
+        d = tmp_path / str(tid)
+        d.mkdir()
+        rest = " ".join(["S", *["0"] * 18, str(start), "0"])
+        (d / "stat").write_text(f"{tid} (a (b) c) {rest}\n")
+        (d / "status").write_text(f"Name:\tx\nNSpid:\t{tid}\t{ns}\n")
+    monkeypatch.setattr(tasks, "cgroup_threads", lambda ref: list(threads))
+    t = tasks.scan_tasks(None, proc=tmp_path)  # type: ignore[arg-type]
+    assert (t.threads, t.last_pid) == (3, 7)

@@ -408,8 +408,9 @@ def test_open_serves_the_length_the_kernel_holds(tmp_path, monkeypatch):
     assert v._size(node, 11) == 4  # "a 1"
     kernel["size"] = 4  # applied
     later(view_mod.SHARE_WINDOW)
-    assert v._size(node, 12) == 5  # "a 22": nobody holds the file, the newest goes out
-    # ... but that reply is dropped (its request predates another change): the kernel stays 4
+    busy = os.getpid()  # a live thread: its reply may still be applied
+    assert v._size(node, busy) == 5  # "a 22": nobody holds the file, the newest goes out
+    # ... and has not been applied yet when another thread opens: the kernel holds 4
     fh = v._open(node, 13)
     assert kernel["invals"] == 1  # a 5 may still be applied: voided first
     assert v._read(fh, 0, 100) == b"a 1\n"  # the length the kernel holds (recent enough)
@@ -436,3 +437,31 @@ def test_open_serves_the_length_the_kernel_holds(tmp_path, monkeypatch):
     assert node.content == b"a 6\n"
     v._release(fh)
     assert not node.holders and not v._open_files
+
+
+def test_a_size_shrinks_only_over_a_clean_page_cache(tmp_path, monkeypatch):
+    """Applying a smaller size zeroes the cut-off bytes of the cached page in place, under any
+    splice reader's pipe: a shrink waits until no page fill came since an invalidation began.
+    A reply to a thread that has sent its next request (or exited) is settled."""
+    import procfs.view as view_mod
+
+    queue = [b"a 22\n", b"a 1\n", b"a 3\n", b"a 4\n"]
+    v, node, kernel, later = _sized_view(tmp_path, monkeypatch, queue)
+    node.fd = 99
+    assert v._size(node, 11) == 5
+    kernel["size"] = 5
+    fh = v._open(node, 11)  # its own reply is settled: no invalidation
+    assert kernel["invals"] == 0
+    assert v._read(fh, 0, 4096) == b"a 22\n"  # a page fill (into a pipe, for all we know)
+    v._release(fh)
+    later(view_mod.SHARE_WINDOW)
+    assert v._size(node, 12) == 5  # "a 1" is shorter: the page may still be in a pipe
+    assert node.cleaning and list(v._to_clean) == [node]
+    v._to_clean.clear()
+    clock_now = view_mod.time.monotonic()  # the chores' invalidation, done
+    node.cleaning, node.cleaned_at = False, clock_now
+    later(view_mod.SHARE_WINDOW)
+    assert v._size(node, 12) == 4  # invalidated since the last fill: "a 3" may go out
+    fh = v._open(node, 12)
+    v._read(fh, 0, 7)  # a read(2) of 7 bytes goes to the view directly: no page cache
+    assert node.read_at < clock_now
