@@ -28,6 +28,11 @@ request), and arms a one-shot timer (:data:`READ_BOUND`, SIGALRM with a no-op ha
 read fails with EINTR and pyfuse3 just waits again) against the remaining kernel-side window;
 the next ``wait_readable`` disarms it.
 
+While the shim's control path has work (an RPC in flight, an exit on its way out), the worker
+yields after every request instead of every :data:`FAIR_EVERY`; it learns that through
+:data:`urgent`, a hook this module owns and the shim points at its own state (shim/priority.py)
+where it starts the view, so procfs never imports shim.
+
 Only one FUSE session exists per process (pyfuse3 keeps it in module globals), so the state is
 module-level too.
 """
@@ -44,8 +49,6 @@ import types
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from procfs import priority
-
 log = logging.getLogger(__name__)
 
 #: Requests served back to back without a loop turn, at most.
@@ -54,6 +57,15 @@ FAIR_EVERY = 16
 _IDLE_HITS = 3
 #: A read(2) of /dev/fuse that finds its request withdrawn is interrupted after this long.
 READ_BOUND = 0.05
+
+
+def _never() -> bool:
+    return False
+
+
+#: Control work is pending: yield the loop after each request. The shim sets it where it starts
+#: the view; left alone (tests, benches of the view alone) requests are served back to back.
+urgent: Callable[[], bool] = _never
 
 
 class ClosedResourceError(Exception):
@@ -146,7 +158,7 @@ class _FuseFd:
                 raise ClosedResourceError()
             if self.poller.poll(0):
                 self.streak += 1
-                if self.streak < FAIR_EVERY and not priority.urgent():
+                if self.streak < FAIR_EVERY and not urgent():
                     self._arm_timer()
                     return
                 self.streak = 0

@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from procfs import fuseloop, priority
+from procfs import fuseloop
+from shim import priority
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -104,9 +105,11 @@ def test_read_after_a_late_withdrawal_is_interrupted(pipe) -> None:
     assert took < 5  # bounded (READ_BOUND); the figure is not a timing assert
 
 
-def test_control_work_makes_the_worker_yield_after_each_request(pipe) -> None:
-    """procfs.priority: requests back to back normally, one per loop turn while an RPC runs."""
+def test_control_work_makes_the_worker_yield_after_each_request(pipe, monkeypatch) -> None:
+    """shim.priority through the fuseloop.urgent hook (as the daemon wires it): requests back
+    to back normally, one per loop turn while an RPC runs."""
     fd, r, w = pipe
+    monkeypatch.setattr(fuseloop, "urgent", priority.urgent)
 
     async def main() -> tuple[bool, bool]:
         os.write(w, b"xy")

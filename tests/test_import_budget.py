@@ -81,3 +81,15 @@ def test_serving_path_is_what_the_guard_keeps_out() -> None:
     loaded = set(_imported("import shim.entry.daemon"))
     for name in ("anyio", "pyfuse3", "betterproto", "protos", "shim.task.service"):
         assert name in loaded, f"{name} no longer imported by the serving path"
+
+
+def test_procfs_imports_nothing_of_shim() -> None:
+    """procfs is the bottom layer: the shim wires it (fuseloop.urgent), it never imports shim."""
+    names = ", ".join(
+        p.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+        for p in sorted(Path(ROOT, "procfs").rglob("*.py"))
+        if p.name != "__init__.py"
+    )
+    loaded = _imported(f"import {names}")
+    assert "procfs.view" in loaded
+    assert not [m for m in loaded if m == "shim" or m.startswith("shim.")]

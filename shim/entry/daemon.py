@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
+from procfs import fuseloop
 from procfs.view import View
-from shim import trace
+from shim import priority, trace
 from shim.entry import config, logs
 from shim.identity import SocketLock, file_identity, instance_dir, socket_path, state_dir
 from shim.task.events import Publisher
@@ -114,6 +115,7 @@ async def _serve(
     instance = instance_dir(state, os.getpid())
     own_reaper = reaper is None
     reaper = reaper or Reaper()
+    fuseloop.urgent = priority.urgent  # the view yields to RPCs and exits (shim/priority.py)
     view = View(Path(instance, "view"))
     publisher = Publisher(os.environ.get("TTRPC_ADDRESS", ""), args.namespace)
     idle = anyio.Event()

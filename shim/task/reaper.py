@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from procfs import priority
+from shim import priority
 
 log = logging.getLogger("shim.reaper")
 

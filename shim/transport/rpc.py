@@ -17,8 +17,7 @@ from typing import Any
 
 import betterproto
 
-from procfs import priority
-from shim import trace
+from shim import priority, trace
 from shim.transport.errors import Code, RpcError, status_of
 
 Message = betterproto.Message

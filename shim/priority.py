@@ -8,6 +8,12 @@ Kill and exit events. For throughput the FUSE worker serves queued requests back
 or shortly after a child exited (its exit must reach containerd and a waiting Wait), the
 worker yields after every request instead, so a control step waits for at most one.
 Measured in bench/starvation.py.
+
+The state lives here, in the shim's stdlib-only ground, because the control path owns it: the
+transport (:mod:`shim.transport.rpc`) and the reaper (:mod:`shim.task.reaper`) write it. The
+view only asks, through the hook :data:`procfs.fuseloop.urgent`, which the serving process
+(:mod:`shim.entry.daemon`) points at :func:`urgent` where it starts the view; procfs never
+imports shim.
 """
 
 from __future__ import annotations
