@@ -24,9 +24,18 @@ read yet when its caller gets a fatal signal (a reader SIGKILLed, a container ki
 would then block the whole event loop -- Task API included -- until some other container reads
 a view file, possibly never. So ``wait_readable`` checks again right before it returns (a
 worker woken by the reader callback may have slept through a Kill handler that withdrew the
-request), and arms a one-shot timer (:data:`READ_BOUND`, SIGALRM with a no-op handler, so the
-read fails with EINTR and pyfuse3 just waits again) against the remaining kernel-side window;
-the next ``wait_readable`` disarms it.
+request), and the remaining kernel-side window is closed by a *periodic* SIGALRM
+(:data:`READ_BOUND`, ITIMER_REAL, no SA_RESTART) whose handler does nothing: a read blocked on
+a withdrawn request fails with EINTR and pyfuse3 just waits again. The timer keeps ticking while
+requests are being served and is stopped by the tick that finds the worker back in
+``wait_readable``, i.e. not between a poll and its read: a busy session costs no syscall per
+request (a one-shot timer armed and disarmed around every read was two ``setitimer`` per
+request), an idle one no wake-up, and a tick that lands before the read (the shim preempted on
+a loaded node) is followed by the next one -- a read is never left without a bound.
+
+O_NONBLOCK on /dev/fuse is no alternative: libfuse returns -EAGAIN from
+``fuse_session_receive_buf`` and pyfuse3's ``_session_loop`` retries only on EINTR; any other
+error raises out of the worker, ending ``main()``.
 
 While the shim's control path has work (an RPC in flight, an exit on its way out), the worker
 yields after every request instead of every :data:`FAIR_EVERY`; it learns that through
@@ -55,7 +64,8 @@ log = logging.getLogger(__name__)
 FAIR_EVERY = 16
 #: Reader callbacks in a row with nobody waiting before the fd is taken out of epoll.
 _IDLE_HITS = 3
-#: A read(2) of /dev/fuse that finds its request withdrawn is interrupted after this long.
+#: Period of the SIGALRM tick: a read(2) of /dev/fuse that finds its request withdrawn is
+#: interrupted after at most this long.
 READ_BOUND = 0.05
 
 
@@ -84,28 +94,43 @@ class _FuseFd:
         self.idle = 0
         self.streak = 0
         self.closing = False
-        self.timer = False  # READ_BOUND can be armed (SIGALRM handled, main thread)
-        self.timer_armed = False
+        self.timer = False  # READ_BOUND can tick (SIGALRM handled, main thread)
+        self.ticking = False  # the periodic timer runs
+        self.reading = False  # between wait_readable's return and the next wait_readable
 
     def _setup_timer(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             self.timer = False  # signals reach the main thread only: no bound off it
             return
+        global _ticker
         if signal.getsignal(signal.SIGALRM) == signal.SIG_DFL:
             # No SA_RESTART (Python's default): the blocked read returns EINTR.
             signal.signal(signal.SIGALRM, _interrupt_read)
         # SIGALRM owned by someone else (a test runner's timeout): no bound, theirs stays.
         self.timer = signal.getsignal(signal.SIGALRM) is _interrupt_read
-
-    def _arm_timer(self) -> None:
         if self.timer:
-            signal.setitimer(signal.ITIMER_REAL, READ_BOUND)
-            self.timer_armed = True
+            _ticker = self
 
-    def _disarm_timer(self) -> None:
-        if self.timer_armed:
+    def _about_to_read(self) -> None:
+        """wait_readable returns: pyfuse3's read(2) follows; make sure the tick runs."""
+        self.reading = True  # first: a tick in between must not stop the timer
+        if self.timer and not self.ticking:
+            signal.setitimer(signal.ITIMER_REAL, READ_BOUND, READ_BOUND)
+            self.ticking = True
+
+    def on_tick(self) -> None:
+        """SIGALRM (Python-level, main thread, between bytecodes: never inside the read).
+
+        The signal itself has interrupted a blocked read. Stop the timer only when the worker is
+        back in wait_readable: the next read is preceded by _about_to_read, which restarts it.
+        """
+        if not self.reading:
+            self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        if self.ticking:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            self.timer_armed = False
+            self.ticking = False
 
     def bind(self, fd: int) -> None:
         loop = asyncio.get_running_loop()
@@ -118,8 +143,9 @@ class _FuseFd:
             self._setup_timer()
 
     def release(self) -> None:
-        """Forget the fd (before pyfuse3 closes it): out of epoll, waiter failed."""
-        self._disarm_timer()
+        """Forget the fd (before pyfuse3 closes it): out of epoll, waiter failed, no tick."""
+        self.reading = False
+        self._stop_timer()
         self._disarm()
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ClosedResourceError())
@@ -150,7 +176,7 @@ class _FuseFd:
 
     async def wait_readable(self, fd: int) -> None:
         """Return when a request is queued, right before pyfuse3's blocking read(2)."""
-        self._disarm_timer()  # the previous read returned
+        self.reading = False  # the previous read returned
         if fd != self.fd or self.loop is None:
             self.bind(fd)
         while True:
@@ -159,18 +185,18 @@ class _FuseFd:
             if self.poller.poll(0):
                 self.streak += 1
                 if self.streak < FAIR_EVERY and not urgent():
-                    self._arm_timer()
+                    self._about_to_read()
                     return
                 self.streak = 0
                 await asyncio.sleep(0)  # let the shim's other tasks run, then serve on
                 if self.poller.poll(0) and not self.closing:  # still there after that turn
-                    self._arm_timer()
+                    self._about_to_read()
                     return
                 continue
             self.streak = 0
             await self._wait_callback(fd)
             if self.poller.poll(0) and not self.closing:  # not withdrawn meanwhile
-                self._arm_timer()
+                self._about_to_read()
                 return
 
     async def _wait_callback(self, fd: int) -> None:
@@ -193,8 +219,14 @@ class _FuseFd:
             self.waiter.set_exception(ClosedResourceError())
 
 
+#: The _FuseFd whose timer SIGALRM ticks for (the one session; tests make their own).
+_ticker: _FuseFd | None = None
+
+
 def _interrupt_read(signum: int, frame: object) -> None:
-    """SIGALRM of READ_BOUND: nothing to do, the interrupted read(2) is the point."""
+    """SIGALRM of READ_BOUND: the interrupted read(2) is the point; stop ticking when idle."""
+    if _ticker is not None:
+        _ticker.on_tick()
 
 
 _fd = _FuseFd()

@@ -14,6 +14,7 @@ import ctypes
 import errno
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -103,6 +104,53 @@ def test_read_after_a_late_withdrawal_is_interrupted(pipe) -> None:
     n, err, took = asyncio.run(main())
     assert (n, err) == (-1, errno.EINTR)
     assert took < 5  # bounded (READ_BOUND); the figure is not a timing assert
+
+
+def test_read_after_a_tick_before_it_is_still_interrupted(pipe) -> None:
+    """The shim preempted between the poll and the read for longer than READ_BOUND (a loaded
+    node): the tick that came too early is followed by another, the read still ends in EINTR.
+    A one-shot timer would have fired in the gap and left the read unbounded."""
+    fd, r, w = pipe
+    rescue = threading.Timer(3, os.write, (w, b"r"))  # a failing run ends, with data, not a hang
+
+    async def main() -> tuple[int, int]:
+        os.write(w, b"x")
+        await fd.wait_readable(r)
+        time.sleep(3 * fuseloop.READ_BOUND)  # ticks land here (Python retries the sleep)
+        os.read(r, 1)  # withdrawn
+        buf = ctypes.create_string_buffer(16)
+        rescue.start()
+        n = libc.read(r, buf, 16)
+        return n, ctypes.get_errno()
+
+    try:
+        assert asyncio.run(main()) == (-1, errno.EINTR)
+    finally:
+        rescue.cancel()
+
+
+def test_the_tick_stops_when_the_worker_waits(pipe) -> None:
+    """Idle costs nothing: the first tick that finds the worker in wait_readable stops the
+    timer, the next request starts it again; a busy worker keeps it running, one setitimer."""
+    fd, r, w = pipe
+
+    async def main() -> list[bool]:
+        seen = []
+        os.write(w, b"xy")
+        await fd.wait_readable(r)
+        os.read(r, 1)
+        await fd.wait_readable(r)  # back to back: the timer runs on
+        os.read(r, 1)
+        seen.append(fd.ticking)
+        worker = asyncio.create_task(fd.wait_readable(r))
+        await asyncio.sleep(3 * fuseloop.READ_BOUND)  # idle: a tick stops it
+        seen.append(fd.ticking)
+        os.write(w, b"z")
+        await asyncio.wait_for(worker, 2)
+        seen.append(fd.ticking)
+        return seen
+
+    assert asyncio.run(main()) == [True, False, True]
 
 
 def test_control_work_makes_the_worker_yield_after_each_request(pipe, monkeypatch) -> None:
