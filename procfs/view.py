@@ -69,6 +69,8 @@ GRACE = 30.0
 #: handle's snapshot is older than this: the page cache may be dropped by another reader's
 #: open and refilled by this handle within one sendfile call, which must get the same bytes.
 REREAD_AFTER = 0.1
+#: How long after a shrink last had to wait page fills are still followed by invalidations.
+SHRINK_PATIENCE = 1.0
 #: Renderings kept per file, one per length: an open is served the one whose length the
 #: kernel holds (a size reply the kernel dropped leaves it on an older length).
 KEPT_LENGTHS = 16
@@ -116,6 +118,7 @@ class _Node:
     read_at: float = float("-inf")  # last READ served that may have been a page-cache fill
     cleaned_at: float = float("-inf")  # start of the last page-cache invalidation that ended
     cleaning: bool = False  # one is queued or running
+    shrink_wanted: float = float("-inf")  # last time a smaller size had to wait for one
 
     @property
     def size(self) -> int:
@@ -351,7 +354,10 @@ class View:
                         await anyio.to_thread.run_sync(pyfuse3.invalidate_inode, node.inode)
                         if session == self._session_no:
                             node.cleaned_at = started
-                            if node.read_at > started:  # filled again meanwhile
+                            if (  # filled again meanwhile, and the shrink still waits
+                                node.read_at > started
+                                and started - node.shrink_wanted < SHRINK_PATIENCE
+                            ):
                                 self._to_clean.append(node)
                                 continue
                 except OSError as exc:
@@ -673,19 +679,24 @@ class View:
         if node.fd >= 0:
             held = self._kernel_size(node)
             if held is not None and (
-                self._held(node, now) or (size < held and not self._shrinkable(node))
+                self._held(node, now) or (size < held and not self._shrinkable(node, now))
             ):
                 size = held  # its readers' length stays what the kernel holds
         node.pending[caller] = size
         return size
 
-    def _shrinkable(self, node: _Node) -> bool:
+    def _shrinkable(self, node: _Node, now: float) -> bool:
         """May a reply make the kernel's size smaller? Applying it truncates the page cache,
         zeroing the cut-off bytes in place: bytes a splice reader already put in its output
         pipe (by reference, not copied) would turn to NULs before anyone reads the pipe. So
         only when no page-cache fill came since a page-cache invalidation started (it leaves
-        the pipes' pages out of the file): every fill is followed by one (see _read)."""
-        return node.read_at <= node.cleaned_at
+        the pipes' pages out of the file). While a shrink waits, one is queued now and after
+        every fill (see _read); a length that only grows costs none."""
+        if node.read_at <= node.cleaned_at:
+            return True
+        node.shrink_wanted = now
+        self._clean_soon(node)
+        return False
 
     def _clean_soon(self, node: _Node) -> None:
         if not node.cleaning:
@@ -776,7 +787,8 @@ class View:
         h.last_read = now
         if fill:
             h.node.read_at = now
-            self._clean_soon(h.node)  # out of the file before a shrink may truncate it
+            if now - h.node.shrink_wanted < SHRINK_PATIENCE:
+                self._clean_soon(h.node)  # out of the file before the shrink may truncate it
         data = h.snap[off : off + size]
         if not data:  # a page-cache fill never reads past the size it was given
             h.done = True
