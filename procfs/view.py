@@ -808,7 +808,26 @@ class View:
     def _release(self, fh: int) -> None:
         h = self._open_files.pop(fh, None)
         if h is not None:
-            h.node.holders.pop(fh, None)
+            node = h.node
+            node.holders.pop(fh, None)
+            if not node.holders and node.fd >= 0 and node.read_at > node.cleaned_at:
+                self._clean_now(node)
+
+    def _clean_now(self, node: _Node) -> None:
+        """Drop the file's page cache from this loop once nobody has it open, so that the
+        next reply may shrink the size (a limit lowered between two reads shows on the next).
+
+        No page fill can be under way then: fills run inside reads of an open file, and the
+        READs sent before this RELEASE were answered before it; so the invalidation does not
+        wait for this loop. It voids the size replies on their way too."""
+        now = time.monotonic()
+        try:
+            pyfuse3.invalidate_inode(node.inode)
+        except OSError as exc:
+            log.debug("procfs view: page cache of %s in %s: %s", node.file, node.key, exc)
+            return
+        node.cleaned_at = now
+        node.pending.clear()
 
 
 class _Operations(pyfuse3.Operations):

@@ -450,10 +450,13 @@ def test_a_size_shrinks_only_over_a_clean_page_cache(tmp_path, monkeypatch):
     node.fd = 99
     assert v._size(node, 11) == 5
     kernel["size"] = 5
+    idle = v._open(node, 10)  # a read(2) reader done with its pass, still open
+    assert v._read(idle, 0, 100) == b"a 22\n" and v._read(idle, 5, 100) == b""
     fh = v._open(node, 11)  # its own reply is settled: no invalidation
     assert kernel["invals"] == 0
     assert v._read(fh, 0, 4096) == b"a 22\n"  # a page fill (into a pipe, for all we know)
-    v._release(fh)
+    v._release(fh)  # the file is still open: no invalidation from the loop
+    assert kernel["invals"] == 0
     later(view_mod.SHARE_WINDOW)
     assert v._size(node, 12) == 5  # "a 1" is shorter: the page may still be in a pipe
     assert node.cleaning and list(v._to_clean) == [node]
@@ -465,3 +468,8 @@ def test_a_size_shrinks_only_over_a_clean_page_cache(tmp_path, monkeypatch):
     fh = v._open(node, 12)
     v._read(fh, 0, 7)  # a read(2) of 7 bytes goes to the view directly: no page cache
     assert node.read_at < clock_now
+    v._read(fh, 0, 4096)  # a fill again; when the last open file closes, the loop itself
+    v._release(fh)  # invalidates (no fill can be under way then)
+    before = kernel["invals"]
+    v._release(idle)
+    assert kernel["invals"] == before + 1 and node.cleaned_at >= node.read_at
