@@ -24,7 +24,17 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench.common import Row, bench_env, progress, table
 
 #: name → module in bench/ with `bench(env) -> list[Row]`; run in this order.
-BENCHES = ("lifecycle", "view", "recovery", "footprint", "density", "sysinfo", "soak", "starvation")
+BENCHES = (
+    "lifecycle",
+    "view",
+    "freshness",
+    "recovery",
+    "footprint",
+    "density",
+    "sysinfo",
+    "soak",
+    "starvation",
+)
 
 
 def _version(cmd: list[str]) -> str:

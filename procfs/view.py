@@ -51,13 +51,15 @@ _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}")
 #: Kernel cache lifetime (s) of directory entries, as lxcfs: short so a removed container
 #: disappears quickly (only host-side path walks look names up; a bind is never looked up).
 _TIMEOUT = 0.5
-#: Attribute lifetime 0: with ``default_permissions`` every open first asks for the size
-#: (GETATTR from the opener), so a file's size is refreshed before every open. (One tick, a
-#: GETATTR per tick instead of per open, let opens within the tick run on stale sizes.)
-_ATTR_TIMEOUT = 0.0
 #: Readers within this window share one rendering (the view's freshness bound): a burst of
 #: concurrent readers costs one render instead of one each.
 SHARE_WINDOW = 0.005
+#: Attribute lifetime, rounded up by the kernel to one tick (4 ms at HZ=250): with
+#: ``default_permissions`` an open first asks for the size (GETATTR from the opener) once it
+#: is older than that. An open is served the rendering of the length the kernel holds
+#: (View._for_kernel), so a stale size costs freshness (the first open after a length change,
+#: within the tick), never a whole read; 0 made that GETATTR a fifth request on every open.
+_ATTR_TIMEOUT = 0.001
 #: A handle holds the length it was opened on until it reads the end (read(2) readers: an
 #: empty read), is released, or this long after its last read. A sendfile reader is never
 #: seen reaching the end (its last call stops at i_size in the kernel) and may sit between
@@ -90,6 +92,11 @@ def _nothing() -> None:
     pass
 
 
+def _pages(size: int) -> int:
+    """``size`` rounded up to whole pages (at least one)."""
+    return max(size + _PAGE_MASK, _PAGE_MASK + 1) & ~_PAGE_MASK
+
+
 class ViewLost(RuntimeError):
     """The FUSE session ended without being asked to (e.g. unmounted from outside)."""
 
@@ -119,10 +126,8 @@ class _Node:
     cleaned_at: float = float("-inf")  # start of the last page-cache invalidation that ended
     cleaning: bool = False  # one is queued or running
     shrink_wanted: float = float("-inf")  # last time a smaller size had to wait for one
-
-    @property
-    def size(self) -> int:
-        return len(self.content)
+    #: the largest size ever replied: the kernel never holds more, and never fills past it
+    max_replied: int = 0
 
     @property
     def is_dir(self) -> bool:
@@ -600,7 +605,11 @@ class View:
             a = node.attrs
             if a is None:
                 a = node.attrs = self._new_attrs(node)
-            a.st_size = self._reply_size(node, caller, fresh)
+            a.st_size = size = self._reply_size(node, caller, fresh)
+            # the kernel may keep a size for its lifetime only when an open can be served a
+            # rendering of that length: the current one (kept), not an empty placeholder from
+            # before the first rendering or a held length about to be given up
+            a.attr_timeout = _ATTR_TIMEOUT if size == len(node.content) and not node.forced else 0.0
             return a
         return self._new_attrs(node)
 
@@ -676,13 +685,15 @@ class View:
         if fresh:
             self._refresh(node, caller, now)
         size = len(node.content)
-        if node.fd >= 0:
+        if node.fd >= 0 and (node.holders or node.read_at > node.cleaned_at):
             held = self._kernel_size(node)
             if held is not None and (
                 self._held(node, now) or (size < held and not self._shrinkable(node, now))
             ):
                 size = held  # its readers' length stays what the kernel holds
         node.pending[caller] = size
+        if size > node.max_replied:
+            node.max_replied = size
         return size
 
     def _shrinkable(self, node: _Node, now: float) -> bool:
@@ -708,22 +719,25 @@ class View:
     def _size(self, node: _Node, caller: int | None = None) -> int:
         return self._reply_size(node, caller, True)
 
-    def _unsettled(self, node: _Node, caller: int | None) -> bool:
-        """Could a size reply already sent still change the size the kernel holds?
+    def _settled_size(self, node: _Node, caller: int | None) -> tuple[int | None, bool]:
+        """The size the kernel holds, once no size reply already sent can change it, and
+        whether the attributes were invalidated for that.
 
         A reply is applied by its caller after it wakes (or dropped). The caller's own is
-        done once it sends this request; a thread that has exited has applied its own."""
+        done once it sends this request; a thread that has exited has applied its own. If
+        another one carries a different size, an attribute invalidation voids it first."""
         node.pending.pop(caller, None)
-        if not node.pending:
-            return False
         held = self._kernel_size(node)
         for tid, size in list(node.pending.items()):
             if size != held:
                 if tid is not None and not os.path.exists(f"/proc/{tid}"):
                     del node.pending[tid]
                     continue
-                return True
-        return False
+                with contextlib.suppress(OSError):
+                    pyfuse3.invalidate_inode(node.inode, attr_only=True)
+                node.pending.clear()
+                return self._kernel_size(node), True  # stays until a later reply of ours
+        return held, False
 
     def _for_kernel(self, node: _Node, caller: int | None, now: float) -> bytes:
         """The rendering for a new pass: the one whose length the kernel holds.
@@ -731,20 +745,21 @@ class View:
         Size replies still on their way may be applied unless an attribute invalidation
         reaches the inode before: so if one of them carries another size than the kernel
         holds, invalidate first. The size read after that stays until a later reply of ours
-        changes it."""
+        changes it. An open within the attribute lifetime sends no GETATTR: render here."""
+        self._refresh(node, caller, now)
         if node.fd < 0:
             return node.content
-        if self._unsettled(node, caller):
+        held, voided = self._settled_size(node, caller)
+        if held is None or held == len(node.content):
+            return node.content
+        # The length changed since the kernel took its size: this open gets the rendering that
+        # size came from (at most _ATTR_TIMEOUT old); the next one asks for the size again
+        # (unless a reader holds the length: those replies have no lifetime anyway).
+        if not voided and not self._held(node, now):
             with contextlib.suppress(OSError):
                 pyfuse3.invalidate_inode(node.inode, attr_only=True)
             node.pending.clear()
-        held = self._kernel_size(node)
-        if held is None or held == len(node.content):
-            return node.content
         kept = node.lengths.get(held)
-        if kept is None or now - kept[1] >= SHARE_WINDOW:
-            self._refresh(node, caller, now)
-            kept = node.lengths.get(held, kept)
         if kept is not None:
             return kept[0]
         # never replied by this session: nothing reads the file through the page cache yet
@@ -771,9 +786,10 @@ class View:
         if h is None:
             raise pyfuse3.FUSEError(errno.EBADF)
         now = time.monotonic()
-        # could be a page-cache fill: those read whole pages; read(2) of any size and offset
-        # goes to the view directly, and most have a size like no other
-        fill = not (off | size) & _PAGE_MASK
+        # could be a page-cache fill: those read whole pages, never past the page of the last
+        # byte the kernel held (readahead stops there); read(2) of any size and offset goes
+        # to the view directly, and most have a size like no other
+        fill = not (off | size) & _PAGE_MASK and off + size <= _pages(h.node.max_replied)
         if h.reads == 0:
             if now - h.opened >= GRACE:  # held nothing meanwhile: take the current length
                 h.snap = self._for_kernel(h.node, None, now)

@@ -31,6 +31,8 @@ EXPECTED = [
     ("lifecycle", "exit → Wait+Delete done"),
     ("view", "/proc/meminfo open+read+close"),
     ("view", "/proc/meminfo open+read+close, 8 readers"),
+    ("freshness", "/proc/loadavg reads older than their reader"),
+    ("freshness", "/proc/loadavg worst stale read"),
     ("footprint", "shim RSS per container, 1 running"),
     ("footprint", "shim PSS per container, 3 running"),
     ("density", "10 containers: total"),

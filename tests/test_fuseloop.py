@@ -177,3 +177,57 @@ def test_control_work_makes_the_worker_yield_after_each_request(pipe, monkeypatc
     priority.boost(60)  # an exit on its way out
     assert priority.urgent()
     priority._until = 0.0
+
+
+def _spin_run(fd, r, w, *, urgent: bool) -> list[str]:
+    """Wait for a request written by another thread while the worker has nothing queued;
+    which way the worker found it: "spin" (polling) or "loop" (the event loop's callback)."""
+    ways: list[str] = []
+    waited = fd._wait_callback
+
+    async def via_loop(fd_: int) -> None:
+        ways.append("loop")
+        await waited(fd_)
+
+    async def main() -> None:
+        fd.bind(r)
+        fd.spin = 5.0  # long enough that only the request can end it (it ends at once)
+        fd._wait_callback = via_loop
+        writer = threading.Timer(0.01, os.write, (w, b"x"))
+        writer.start()
+        await asyncio.wait_for(fd.wait_readable(r), 10)
+        writer.join()
+        if not ways:
+            ways.append("spin")
+
+    fuseloop.urgent = (lambda: True) if urgent else fuseloop._never
+    try:
+        asyncio.run(main())
+    finally:
+        fuseloop.urgent = fuseloop._never
+    return ways
+
+
+def test_the_next_request_is_polled_for_before_the_loop_sleeps(pipe) -> None:
+    """A reader's next request comes microseconds after the reply: the worker polls for it
+    (no loop turn, no wake-up of a sleeping shim), except while control work is pending."""
+    fd, r, w = pipe
+    assert _spin_run(fd, r, w, urgent=False) == ["spin"]
+    os.read(r, 1)
+    assert _spin_run(fd, r, w, urgent=True) == ["loop"]
+
+
+def test_no_polling_without_a_second_cpu(pipe, monkeypatch) -> None:
+    """On one CPU the reader cannot send its request while the worker polls: never spin."""
+    fd, r, _w = pipe
+    monkeypatch.setattr(fuseloop.os, "sched_getaffinity", lambda pid: {0})
+
+    async def bind() -> None:
+        fd.bind(r)
+
+    asyncio.run(bind())
+    assert fd.spin == 0.0
+    monkeypatch.setattr(fuseloop.os, "sched_getaffinity", lambda pid: {0, 1})
+    fd.release()
+    asyncio.run(bind())
+    assert fd.spin == fuseloop.SPIN

@@ -390,8 +390,8 @@ def test_sizes_without_a_descriptor(tmp_path, monkeypatch):
     later(view_mod.SHARE_WINDOW)
     assert v._size(node) == 4 and node.content == b"a 2\n"  # "a 33": another length
     later(view_mod.SHARE_WINDOW)
-    fh = v._open(node, 13)
-    assert v._read(fh, 0, 100) == b"a 2\n"
+    fh = v._open(node, 13)  # an open renders (it may come without a GETATTR)
+    assert v._read(fh, 0, 100) == b"a 4\n"
     assert v._size(node) == 4 and node.content == b"a 4\n"
     assert kernel["invals"] == 0
 
@@ -402,7 +402,7 @@ def test_open_serves_the_length_the_kernel_holds(tmp_path, monkeypatch):
     after voiding the replies still on their way; while it holds, replies repeat that size."""
     import procfs.view as view_mod
 
-    queue = [b"a 1\n", b"a 22\n", b"a 33\n", b"a 4\n", b"a 5\n", b"a 6\n", b"a 7777\n"]
+    queue = [b"a 1\n", b"a 22\n", b"a 33\n", b"a 4\n", b"a 5\n", b"a 6\n", b"a 7\n", b"a 7777\n"]
     v, node, kernel, later = _sized_view(tmp_path, monkeypatch, queue)
     node.fd = 99
     assert v._size(node, 11) == 4  # "a 1"
@@ -427,14 +427,14 @@ def test_open_serves_the_length_the_kernel_holds(tmp_path, monkeypatch):
     later(view_mod.SHARE_WINDOW)
     assert v._size(node) == 4 and node.content == b"a 5\n"
     later(view_mod.GRACE)
-    fh = v._open(node, 17)
+    fh = v._open(node, 17)  # "a 6"
     later(view_mod.GRACE)
-    assert v._size(node) == 4  # "a 6"; the idle handle holds nothing after GRACE
-    assert v._read(fh, 0, 100) == b"a 6\n"  # its first read takes the current rendering
-    assert v._read(fh, 0, 100) == b"a 6\n"  # page cache refilled in the same pass: same
+    assert v._size(node) == 4  # "a 7"; the idle handle holds nothing after GRACE
+    assert v._read(fh, 0, 100) == b"a 7\n"  # its first read takes the current rendering
+    assert v._read(fh, 0, 100) == b"a 7\n"  # page cache refilled in the same pass: same
     later(view_mod.REREAD_AFTER)
     assert v._read(fh, 0, 100) == b"a 7777\n"  # a new pass: fresh, private
-    assert node.content == b"a 6\n"
+    assert node.content == b"a 7\n"
     v._release(fh)
     assert not node.holders and not v._open_files
 
@@ -473,3 +473,71 @@ def test_a_size_shrinks_only_over_a_clean_page_cache(tmp_path, monkeypatch):
     before = kernel["invals"]
     v._release(idle)
     assert kernel["invals"] == before + 1 and node.cleaned_at >= node.read_at
+
+
+def test_a_read_past_the_last_page_is_not_a_page_fill(tmp_path, monkeypatch):
+    """Readahead never reads past the page of the last byte the kernel held, and the kernel
+    never held more than the largest size replied: a 64 KiB read(2) of a 5-byte file goes to
+    the view directly and costs no page-cache invalidation at close; a page-sized one may be
+    a fill and does."""
+
+    queue = [b"a 22\n"]
+    v, node, kernel, _later = _sized_view(tmp_path, monkeypatch, queue)
+    node.fd = 99
+    assert v._size(node, 11) == 5 and node.max_replied == 5
+    kernel["size"] = 5
+    fh = v._open(node, 11)
+    assert v._read(fh, 0, 65536) == b"a 22\n" and v._read(fh, 5, 65536) == b""
+    assert node.read_at == float("-inf")
+    v._release(fh)
+    assert kernel["invals"] == 0
+    fh = v._open(node, 11)
+    assert v._read(fh, 0, 4096) == b"a 22\n" and node.read_at > node.cleaned_at
+    v._release(fh)
+    assert kernel["invals"] == 1 and node.cleaned_at >= node.read_at
+
+
+def test_attribute_lifetime_only_for_a_size_an_open_can_serve(tmp_path, monkeypatch):
+    """The kernel may keep a size for _ATTR_TIMEOUT (opens then send no GETATTR) only when it
+    is the current rendering's: not the empty placeholder before the first rendering, not a
+    length held for a reader (the newer length must reach the kernel at the next open)."""
+    import procfs.view as view_mod
+
+    queue = [b"a 1\n", b"a 22\n"]
+    v, node, kernel, later = _sized_view(tmp_path, monkeypatch, queue)
+    node.fd = 99
+    a = v._attrs(node, 11, fresh=False)  # a LOOKUP before anything was rendered
+    assert a.st_size == 0 and a.attr_timeout == 0
+    a = v._attrs(node, 11)
+    assert a.st_size == 4 and a.attr_timeout == view_mod._ATTR_TIMEOUT
+    kernel["size"] = 4
+    fh = v._open(node, 12)  # holds length 4 until it reads the end
+    later(view_mod.SHARE_WINDOW)
+    a = v._attrs(node, 13)  # "a 22": the held 4 is replied, for no lifetime
+    assert a.st_size == 4 and a.attr_timeout == 0
+    v._release(fh)
+
+
+def test_an_exited_threads_reply_is_settled(tmp_path, monkeypatch):
+    """A pending size reply of a thread that has exited was applied or dropped: no attribute
+    invalidation for it. An open finding another length than the kernel's invalidates once
+    (the next open asks again); with no kept rendering of that length it gets the newest."""
+    import procfs.view as view_mod
+
+    queue = [b"a 1\n", b"a 4444\n"]
+    v, node, kernel, later = _sized_view(tmp_path, monkeypatch, queue)
+    node.fd = 99
+    gone = 4_194_305  # above any pid_max: no such thread
+    assert not os.path.exists(f"/proc/{gone}")
+    assert v._size(node, gone) == 4
+    later(view_mod.SHARE_WINDOW)
+    kernel["size"] = 7  # another reply, since applied
+    fh = v._open(node, 12)  # renders "a 4444": the kernel's length
+    assert kernel["invals"] == 0 and gone not in node.pending
+    assert v._read(fh, 0, 100) == b"a 4444\n"
+    v._release(fh)
+    kernel["size"] = 9  # a length the view keeps no rendering of
+    fh = v._open(node, 13)
+    assert kernel["invals"] == 1
+    assert v._read(fh, 0, 100) == b"a 4444\n"
+    v._release(fh)
