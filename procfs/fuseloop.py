@@ -192,7 +192,8 @@ class _FuseFd:
         while True:
             if self.closing:
                 raise ClosedResourceError()
-            if self.poller.poll(0):
+            # queued, or coming within the spin: either way one more request in a row
+            if self.poller.poll(0) or (self.spin and not urgent() and self._spin()):
                 self.streak += 1
                 if self.streak < FAIR_EVERY and not urgent():
                     self._about_to_read()
@@ -204,21 +205,19 @@ class _FuseFd:
                     return
                 continue
             self.streak = 0
-            if self.spin and not urgent() and self._spin():
-                self._about_to_read()
-                return
             await self._wait_callback(fd)
             if self.poller.poll(0) and not self.closing:  # not withdrawn meanwhile
                 self._about_to_read()
                 return
 
     def _spin(self) -> bool:
-        """Poll for up to ``self.spin`` seconds (blocking the loop that long at most)."""
+        """Poll for up to ``self.spin`` seconds (blocking the loop that long at most, so nothing
+        on it -- pyfuse3.terminate included -- can change ``closing`` meanwhile)."""
         poll = self.poller.poll
         deadline = time.perf_counter() + self.spin
         while time.perf_counter() < deadline:
             if poll(0):
-                return not self.closing
+                return True
         return False
 
     async def _wait_callback(self, fd: int) -> None:

@@ -231,3 +231,24 @@ def test_no_polling_without_a_second_cpu(pipe, monkeypatch) -> None:
     fd.release()
     asyncio.run(bind())
     assert fd.spin == fuseloop.SPIN
+
+
+def test_requests_found_by_polling_count_toward_the_fair_turn(pipe) -> None:
+    """Readers that keep the worker busy through its polling still let the loop turn every
+    FAIR_EVERY requests: the shim's other tasks (page-cache chores, the Task API) run."""
+    fd, r, w = pipe
+
+    async def main() -> bool:
+        fd.bind(r)
+        fd.spin = 5.0
+        fd.streak = fuseloop.FAIR_EVERY - 1
+        writer = threading.Timer(0.01, os.write, (w, b"x"))
+        writer.start()
+        worker = asyncio.create_task(fd.wait_readable(r))
+        await asyncio.sleep(0)  # the worker polls, finds it, ends the streak: yields a turn
+        yielded = not worker.done()
+        await asyncio.wait_for(worker, 2)
+        writer.join()
+        return yielded
+
+    assert asyncio.run(main())
