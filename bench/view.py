@@ -177,7 +177,8 @@ def bench(env: Env) -> list[Row]:
                     ours = samples[(f, "ours", procs)]
                     ref = samples.get((f, "lxcfs", procs), [])
                     pair = [a / b for a, b in zip(ours, ref, strict=False)]
-                    target = "<= 0.5x" if f == "/proc/meminfo" and procs == 1 else "<= 1.0x"
+                    # 1 reader: issue 11 asks every file at 0.5x lxcfs; 8 readers: issue 6, 1.0x
+                    target = "<= 0.5x" if procs == 1 else "<= 1.0x"
                     err = errors[(f, "ours", procs)], errors.get((f, "lxcfs", procs), 0)
                     note = f"{rounds} rounds, {size[(f, 'ours')]} B"
                     if (f, "lxcfs") in size:
