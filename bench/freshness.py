@@ -25,6 +25,7 @@ from typing import Any
 
 from bench.common import LXCFS_RUNTIME, Env, Row, progress
 from bench.view import start_container
+from procfs.cgroups import UNIFIED, discover_hierarchies, ref_from_proc
 
 PROBES = 300
 BUSY = 8
@@ -32,21 +33,15 @@ FILE = "/proc/loadavg"
 _NSENTER = ("nsenter", "-m", "-p", "-r", "-w", "-t")
 
 
-def _cgroup_procs(pid: int) -> list[Path]:
-    """The cgroup.procs files of every hierarchy ``pid`` is in (v1, hybrid or v2)."""
-    root = Path("/sys/fs/cgroup")
-    out = []
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if controllers:
-            base = root / controllers.removeprefix("name=")
-        else:
-            base = root / "unified" if (root / "unified").is_dir() else root
-        procs = base / path.lstrip("/") / "cgroup.procs"
-        if procs.exists():
-            out.append(procs)
+def _cgroup_procs(pid: int) -> set[Path]:
+    """The cgroup.procs files of ``pid``'s cgroup in every hierarchy (procfs.cgroups reads
+    /proc/<pid>/cgroup and the mounts, as the view does)."""
+    ref = ref_from_proc(pid, discover_hierarchies())
+    controllers = [*ref.hierarchies.v1, *([UNIFIED] if ref.hierarchies.v2 else [])]
+    dirs = {ref.dir(c) for c in controllers}
+    out = {d / "cgroup.procs" for d in dirs if d is not None and (d / "cgroup.procs").exists()}
     if not out:
-        raise RuntimeError(f"no cgroup of pid {pid} found under {root}")
+        raise RuntimeError(f"no cgroup of pid {pid} found")
     return out
 
 

@@ -75,6 +75,7 @@ def scan_tasks(
     tids = cgroup_threads(ref)
     threads = running = blocked = switches = 0
     newest = (-1, -1)  # (start time, tid) of the youngest thread
+    newest_status: dict[str, str] | None = None  # its status, when read for ctxt anyway
     for tid in tids:
         st = thread_stat(tid, proc)
         if st is None:
@@ -83,16 +84,22 @@ def scan_tasks(
         threads += 1
         running += state == "R"
         blocked += state == "D"
-        newest = max(newest, (st[1], tid))
+        younger = (st[1], tid) > newest
+        if younger:
+            newest = (st[1], tid)
         if ctxt:
             status = _status(tid, proc)
             switches += int(status.get("voluntary_ctxt_switches", 0))
             switches += int(status.get("nonvoluntary_ctxt_switches", 0))
+            if younger:
+                newest_status = status
     # The last pid is the youngest thread's, in the container's namespace: not the highest
     # host tid, which after the host's pid numbers wrap is an old thread's for good.
     last_pid = 0
     if newest[1] >= 0:
-        nspid = _status(newest[1], proc).get("NSpid", "").split()
+        if newest_status is None:
+            newest_status = _status(newest[1], proc)
+        nspid = newest_status.get("NSpid", "").split()
         last_pid = int(nspid[-1]) if nspid else 0
     return TaskCounts(threads, running, blocked, last_pid, switches)
 

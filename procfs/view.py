@@ -733,11 +733,16 @@ class View:
                 if tid is not None and not os.path.exists(f"/proc/{tid}"):
                     del node.pending[tid]
                     continue
-                with contextlib.suppress(OSError):
-                    pyfuse3.invalidate_inode(node.inode, attr_only=True)
-                node.pending.clear()
+                self._void_replies(node)
                 return self._kernel_size(node), True  # stays until a later reply of ours
         return held, False
+
+    def _void_replies(self, node: _Node) -> None:
+        """An attribute invalidation: the kernel drops every size reply to a request queued
+        before it, and the next open asks for the size again."""
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_inode(node.inode, attr_only=True)
+        node.pending.clear()
 
     def _for_kernel(self, node: _Node, caller: int | None, now: float) -> bytes:
         """The rendering for a new pass: the one whose length the kernel holds.
@@ -756,9 +761,7 @@ class View:
         # size came from (at most _ATTR_TIMEOUT old); the next one asks for the size again
         # (unless a reader holds the length: those replies have no lifetime anyway).
         if not voided and not self._held(node, now):
-            with contextlib.suppress(OSError):
-                pyfuse3.invalidate_inode(node.inode, attr_only=True)
-            node.pending.clear()
+            self._void_replies(node)
         kept = node.lengths.get(held)
         if kept is not None:
             return kept[0]

@@ -206,3 +206,6 @@ def test_last_pid_is_the_youngest_threads_after_host_pids_wrap(tmp_path, monkeyp
     monkeypatch.setattr(tasks, "cgroup_threads", lambda ref: list(threads))
     t = tasks.scan_tasks(None, proc=tmp_path)  # type: ignore[arg-type]
     assert (t.threads, t.last_pid) == (3, 7)
+    # /proc/stat's scan reads every status for ctxt: the youngest's is reused, same answer
+    t = tasks.scan_tasks(None, ctxt=True, proc=tmp_path)  # type: ignore[arg-type]
+    assert (t.threads, t.last_pid) == (3, 7)
